@@ -1,0 +1,48 @@
+# propensity: PGXS build.  `make && make install`, then the tests through
+# test/run-tests.sh (which needs no running server) or `make installcheck`.
+
+EXTENSION  = propensity
+MODULE_big = propensity
+
+CORE_OBJS = src/core/features.o src/core/generator.o
+GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o
+CORE_OBJS += src/core/core_alloc.o src/core/user_table.o
+OBJS = $(CORE_OBJS) $(GLUE_OBJS)
+
+DATA = $(wildcard sql/propensity--*.sql)
+
+REGRESS = features score models partitions generator errors parallel
+REGRESS_OPTS = --temp-config=test/regress.conf
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(PG_CFLAGS_EXTRA)
+SHLIB_LINK = -lm
+
+EXTRA_CLEAN = test/core/test_core test/core/test_core_vg test/core/fuzz_generator results regression.diffs regression.out tmp_check
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# Standalone tests of the pure-C core, under ASan and UBSan.
+CORE_TEST_CFLAGS = -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc \
+	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+CORE_SRCS = src/core/features.c src/core/generator.c src/core/core_alloc.c src/core/user_table.c
+
+test/core/test_core: test/core/test_core.c $(CORE_SRCS) src/core/*.h
+	$(CC) $(CORE_TEST_CFLAGS) -o $@ test/core/test_core.c $(CORE_SRCS) -lm
+
+.PHONY: test-core bench
+test-core: test/core/test_core
+	./test/core/test_core
+
+bench:
+	bash test/bench/bench.sh
+
+# The same tests without sanitizers, under Valgrind's memcheck.
+test/core/test_core_vg: test/core/test_core.c $(CORE_SRCS) src/core/*.h
+	$(CC) -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ test/core/test_core.c $(CORE_SRCS) -lm
+
+.PHONY: test-core-valgrind
+test-core-valgrind: test/core/test_core_vg
+	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=all ./test/core/test_core_vg

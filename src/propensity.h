@@ -1,0 +1,51 @@
+/*
+ * propensity.h - what the PostgreSQL glue files share: GUC variables,
+ * argument checks that raise the documented errors, and model lookup.
+ */
+#ifndef PROPENSITY_H
+#define PROPENSITY_H
+
+#include "postgres.h"
+#include "fmgr.h"
+#include "utils/timestamp.h"
+
+#include "core/features.h"
+
+/* GUCs, defined in propensity.c */
+extern char *propensity_default_model;
+extern int	propensity_partition_interval;
+extern int	propensity_partition_max_past;	/* minutes, -1 = no limit */
+extern int	propensity_partition_max_future;	/* minutes, -1 = no limit */
+extern int	propensity_batch_memory;	/* kB */
+
+typedef enum PartitionInterval
+{
+	PARTITION_HOUR,
+	PARTITION_DAY,
+	PARTITION_WEEK,
+	PARTITION_MONTH
+} PartitionInterval;
+
+/* Argument readers: each raises a user-facing error on NULL or bad input. */
+extern FeatEventType prop_arg_event_type(FunctionCallInfo fcinfo, int argno);
+extern int64 prop_arg_time(FunctionCallInfo fcinfo, int argno, const char *what);
+extern int64 prop_arg_span(FunctionCallInfo fcinfo, int argno, const char *what);
+extern int64 prop_interval_to_us(const Interval *span, const char *what);
+
+/* A model as loaded from propensity.models. */
+typedef struct LoadedModel
+{
+	int32		model_id;
+	int32		version;
+	char		name[NAMEDATALEN];
+	FeatModel	model;
+} LoadedModel;
+
+/*
+ * Load the latest version of a model by name (NULL: propensity.default_model)
+ * or a model by id.  Raise an error when it does not exist or is invalid.
+ */
+extern void prop_load_model_by_name(const char *name, LoadedModel *out);
+extern void prop_load_model_by_id(int32 model_id, LoadedModel *out);
+
+#endif

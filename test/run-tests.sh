@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite, from nothing, on Debian 12 as root:
+#   sudo bash test/run-tests.sh
+# Installs what is missing, builds warning-free (-Werror), installs the
+# extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
+# and runs pg_regress against a temporary instance it starts itself.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+
+bash "$src/docker/install-deps.sh"
+. "$src/docker/pg-temp.sh"
+
+# pg_regress runs as postgres and writes next to the tests: work on a copy
+work=$(mktemp -d /tmp/propensity-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cp -a "$src/." "$work/"
+rm -rf "$work/.git"
+make -C "$work" -s clean >/dev/null
+chown -R "$PG_USER" "$work"
+
+passed=0
+failed=0
+
+echo "== build (warnings are errors)"
+build_and_install "$work"
+
+echo "== core tests (ASan, UBSan)"
+if make -C "$work" -s test-core; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "== core tests (Valgrind)"
+if make -C "$work" -s test-core-valgrind; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "== pg_regress"
+if as_pg make -C "$work" -s installcheck \
+        EXTRA_REGRESS_OPTS="--temp-instance=$work/tmp_check"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    echo "---- regression.diffs"
+    cat "$work/regression.diffs" 2>/dev/null || true
+fi
+
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
