@@ -3,7 +3,8 @@
 #   sudo bash test/run-tests.sh
 # Installs what is missing, builds warning-free (-Werror), installs the
 # extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
-# and runs pg_regress against a temporary instance it starts itself.
+# checks the Avro schemas, and runs pg_regress against a temporary instance
+# it starts itself.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -29,6 +30,9 @@ if make -C "$work" -s test-core; then passed=$((passed + 1)); else failed=$((fai
 
 echo "== core tests (Valgrind)"
 if make -C "$work" -s test-core-valgrind; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "== Avro schemas"
+if prove "$work/test/schemas.t"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
 echo "== pg_regress"
 if as_pg make -C "$work" -s installcheck \
