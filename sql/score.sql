@@ -83,6 +83,28 @@ SELECT count(*) = (SELECT count(*) FROM batch) AS same_users,
   FROM batch b JOIN propensity.score_all('2026-03-01') s USING (user_id);
 RESET propensity.batch_memory;
 
+-- serial and parallel batch scoring agree (workers: none, one, two)
+SET propensity.batch_workers = 0;
+CREATE TEMP TABLE serial AS SELECT * FROM propensity.score_all('2026-03-01');
+SET propensity.batch_workers = 1;
+CREATE TEMP TABLE one_worker AS SELECT * FROM propensity.score_all('2026-03-01');
+SET propensity.batch_workers = 2;
+CREATE TEMP TABLE two_workers AS SELECT * FROM propensity.score_all('2026-03-01');
+RESET propensity.batch_workers;
+SELECT (SELECT count(*) FROM serial) = (SELECT count(*) FROM batch) AS same_users,
+       (SELECT count(*) FROM serial s FULL JOIN one_worker p USING (user_id)
+         WHERE p.user_id IS NULL OR s.user_id IS NULL
+            OR abs(s.score - p.score) > 1e-12 OR s.features <> p.features) AS one_worker_mismatches,
+       (SELECT count(*) FROM serial s FULL JOIN two_workers p USING (user_id)
+         WHERE p.user_id IS NULL OR s.user_id IS NULL
+            OR abs(s.score - p.score) > 1e-12 OR s.features <> p.features) AS two_worker_mismatches;
+-- and the direct heap reading agrees with reading through tuple slots
+SET propensity.batch_fast_scan = off;
+SELECT count(*) AS slot_path_mismatches
+  FROM serial s FULL JOIN propensity.score_all('2026-03-01') p USING (user_id)
+ WHERE p.user_id IS NULL OR s.user_id IS NULL OR abs(s.score - p.score) > 1e-12;
+RESET propensity.batch_fast_scan;
+
 -- as of an earlier time, later events do not count
 SELECT count(*) AS mismatches
   FROM propensity.score_all('2026-02-10') b

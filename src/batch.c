@@ -7,11 +7,20 @@
  * in separate passes, recursively, so large user sets cost extra scans
  * rather than unbounded memory.  Results stream into a tuplestore, which
  * spills to disk past work_mem.
+ *
+ * With max_parallel_workers_per_gather > 0, parallel workers share the
+ * partitions: each participant builds a table from the partitions it
+ * claims, the workers stream theirs to the leader through shm_mq, and the
+ * leader merges them (window counts add exactly, decayed sums add).
  */
 #include "postgres.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include "access/heapam.h"
+#include "access/parallel.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
@@ -19,8 +28,15 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
+#include "portability/instr_time.h"
+#include "port/atomics.h"
+#include "storage/bufmgr.h"
+#include "storage/proc.h"
+#include "storage/shm_mq.h"
+#include "storage/shm_toc.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -209,6 +225,114 @@ partitions_upto(Oid parent, TimestampTz as_of)
 	return result;
 }
 
+/*
+ * Rows wait in a small batch while their slots are prefetched, so that the
+ * cache misses of a large user table overlap instead of queueing.
+ */
+#define BATCH_ROWS 32
+#define BATCH_KEY 32
+
+typedef struct PendingRow
+{
+	int64		event_us;
+	uint32		hash;
+	uint32		len;
+	FeatEventType type;
+	char		key[BATCH_KEY];
+} PendingRow;
+
+/* One partition scan for one hash class of users. */
+typedef struct BatchScan
+{
+	UserTable  *table;
+	const FeatModel *model;
+	int64		as_of;
+	HashClass	cls;
+	Relation	rel;
+	int			nbatch;
+	PendingRow	batch[BATCH_ROWS];
+} BatchScan;
+
+static void
+flush_batch(BatchScan *ss)
+{
+	int			i;
+
+	for (i = 0; i < ss->nbatch; i++)
+	{
+		PendingRow *r = &ss->batch[i];
+
+		feat_accumulate(ss->model, ut_lookup(ss->table, r->key, r->len, r->hash),
+						r->type, r->event_us, ss->as_of);
+	}
+	ss->nbatch = 0;
+}
+
+static pg_noinline void
+unknown_type(BatchScan *ss, const char *type, uint32 len)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown event type \"%.*s\" in \"%s\"", (int) len, type,
+					RelationGetRelationName(ss->rel))));
+}
+
+/* One event: count it for its user if it is up to as_of and in the class. */
+static inline void
+consume(BatchScan *ss, int64 event_us, const char *user, uint32 user_len,
+		const char *type_text, uint32 type_len)
+{
+	uint32		hash;
+	int			type;
+	PendingRow *r;
+
+	if (event_us > ss->as_of)
+		return;
+	hash = ut_hash(user, user_len);
+	if ((uint32) (((uint64) hash * ss->cls.modulus) >> 32) != ss->cls.residue)
+		return;
+	type = feat_parse_type(type_text, type_len);
+	if (unlikely(type < 0))
+		unknown_type(ss, type_text, type_len);
+	if (unlikely(user_len > BATCH_KEY))
+	{
+		/* long ids skip the batch */
+		feat_accumulate(ss->model, ut_lookup(ss->table, user, user_len, hash),
+						(FeatEventType) type, event_us, ss->as_of);
+		return;
+	}
+	ut_prefetch(ss->table, hash);
+	r = &ss->batch[ss->nbatch];
+	r->event_us = event_us;
+	r->hash = hash;
+	r->len = user_len;
+	r->type = (FeatEventType) type;
+	memcpy(r->key, user, user_len);
+	if (++ss->nbatch == BATCH_ROWS)
+		flush_batch(ss);
+}
+
+/* Text datum contents; detoasts into *copy (caller frees) only when needed. */
+static inline const char *
+text_contents(Pointer p, uint32 *len, struct varlena **copy)
+{
+	struct varlena *v = (struct varlena *) p;
+
+	if (VARATT_IS_SHORT(v))
+	{
+		*len = VARSIZE_SHORT(v) - VARHDRSZ_SHORT;
+		return VARDATA_SHORT(v);
+	}
+	if (VARATT_IS_4B_U(v))
+	{
+		*len = VARSIZE(v) - VARHDRSZ;
+		return VARDATA(v);
+	}
+	*copy = pg_detoast_datum_packed(v);
+	*len = VARSIZE_ANY_EXHDR(*copy);
+	return VARDATA_ANY(*copy);
+}
+
 static AttrNumber
 column(TupleDesc desc, const char *name, Relation rel)
 {
@@ -226,29 +350,133 @@ column(TupleDesc desc, const char *name, Relation rel)
 }
 
 /*
- * Rows wait in a small batch while their slots are prefetched, so that the
- * cache misses of a large user table overlap instead of queueing.
+ * True when the partition is a heap whose first three columns are
+ * event_time, user_id and event_type, NOT NULL, as the install script makes
+ * them; then scan_heap_pages can decode them straight from the page.
  */
-#define BATCH_ROWS 32
-#define BATCH_KEY 32
-
-typedef struct PendingRow
+static bool
+heap_fast_path_ok(Relation rel)
 {
-	int64		event_us;
-	uint32		hash;
-	uint32		len;
-	FeatEventType type;
-	char		key[BATCH_KEY];
-} PendingRow;
-
-static void
-flush_batch(UserTable *table, const FeatModel *model, int64 as_of, PendingRow *rows, int n)
-{
+	TupleDesc	desc = RelationGetDescr(rel);
+	static const char *const names[3] = {"event_time", "user_id", "event_type"};
+	static const Oid types[3] = {TIMESTAMPTZOID, TEXTOID, TEXTOID};
 	int			i;
 
-	for (i = 0; i < n; i++)
-		feat_accumulate(model, ut_lookup(table, rows[i].key, rows[i].len, rows[i].hash),
-						rows[i].type, rows[i].event_us, as_of);
+	if (rel->rd_tableam != GetHeapamTableAmRoutine() || desc->natts < 3)
+		return false;
+	for (i = 0; i < 3; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || !att->attnotnull || att->atthasmissing ||
+			att->atttypid != types[i] || strcmp(NameStr(att->attname), names[i]) != 0)
+			return false;
+	}
+	return TupleDescAttr(desc, 0)->attlen == sizeof(int64) &&
+		TupleDescAttr(desc, 0)->attalign == TYPALIGN_DOUBLE;
+}
+
+/*
+ * Page-at-a-time over a heap: heapgetpage() pins the page and lists the
+ * tuples visible to our snapshot (as heapgettup_pagemode does), and the
+ * three leading columns are read in place.  Returns false when the table
+ * outgrew limit_bytes.
+ */
+static bool
+scan_heap_pages(BatchScan *ss, Size limit_bytes)
+{
+	TableScanDesc scan = table_beginscan_strat(ss->rel, GetActiveSnapshot(), 0, NULL,
+											   true, false);
+	HeapScanDesc hscan = (HeapScanDesc) scan;
+	BlockNumber blk;
+	bool		fits = true;
+
+	for (blk = 0; blk < hscan->rs_nblocks; blk++)
+	{
+		Page		page;
+		int			i;
+
+		if ((blk & 63) == 0 && ut_memory(ss->table) > limit_bytes)
+		{
+			fits = false;
+			break;
+		}
+		heapgetpage(scan, blk);	/* checks for interrupts */
+		page = BufferGetPage(hscan->rs_cbuf);
+		for (i = 0; i < hscan->rs_ntuples; i++)
+		{
+			HeapTupleHeader tup = (HeapTupleHeader)
+				PageGetItem(page, PageGetItemId(page, hscan->rs_vistuples[i]));
+			char	   *data = (char *) tup + tup->t_hoff;
+			uint32		off;
+			int64		event_us;
+			const char *user;
+			const char *type_text;
+			uint32		user_len;
+			uint32		type_len;
+			struct varlena *user_copy = NULL;
+			struct varlena *type_copy = NULL;
+
+			if (unlikely(HeapTupleHeaderGetNatts(tup) < 3))
+				continue;		/* cannot happen: the columns are NOT NULL */
+			memcpy(&event_us, data, sizeof(int64));
+			off = att_align_pointer(sizeof(int64), TYPALIGN_INT, -1, data + sizeof(int64));
+			user = text_contents(data + off, &user_len, &user_copy);
+			off = att_addlength_pointer(off, -1, data + off);
+			off = att_align_pointer(off, TYPALIGN_INT, -1, data + off);
+			type_text = text_contents(data + off, &type_len, &type_copy);
+			consume(ss, event_us, user, user_len, type_text, type_len);
+			if (unlikely(user_copy != NULL))
+				pfree(user_copy);
+			if (unlikely(type_copy != NULL))
+				pfree(type_copy);
+		}
+	}
+	table_endscan(scan);
+	return fits;
+}
+
+/* Any table access method and column order, through tuple slots. */
+static bool
+scan_slots(BatchScan *ss, Size limit_bytes)
+{
+	TupleDesc	desc = RelationGetDescr(ss->rel);
+	AttrNumber	a_time = column(desc, "event_time", ss->rel);
+	AttrNumber	a_user = column(desc, "user_id", ss->rel);
+	AttrNumber	a_type = column(desc, "event_type", ss->rel);
+	int			natts = Max(a_time, Max(a_user, a_type));
+	TupleTableSlot *slot = table_slot_create(ss->rel, NULL);
+	TableScanDesc scan = table_beginscan(ss->rel, GetActiveSnapshot(), 0, NULL);
+	uint64		rows = 0;
+	bool		fits = true;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		struct varlena *user;
+		struct varlena *type_text;
+
+		if ((++rows & 8191) == 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (ut_memory(ss->table) > limit_bytes)
+			{
+				fits = false;
+				break;
+			}
+		}
+		slot_getsomeattrs(slot, natts);
+		if (slot->tts_isnull[a_time - 1] || slot->tts_isnull[a_user - 1] ||
+			slot->tts_isnull[a_type - 1])
+			continue;			/* NOT NULL columns: cannot happen */
+		user = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(slot->tts_values[a_user - 1]));
+		type_text = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(slot->tts_values[a_type - 1]));
+		consume(ss, DatumGetTimestampTz(slot->tts_values[a_time - 1]),
+				VARDATA_ANY(user), VARSIZE_ANY_EXHDR(user),
+				VARDATA_ANY(type_text), VARSIZE_ANY_EXHDR(type_text));
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return fits;
 }
 
 /*
@@ -259,119 +487,74 @@ static bool
 scan_partition(Oid relid, UserTable *table, const FeatModel *model, int64 as_of,
 			   HashClass cls, Size limit_bytes)
 {
-	Relation	rel = table_open(relid, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(rel);
-	AttrNumber	a_time = column(desc, "event_time", rel);
-	AttrNumber	a_user = column(desc, "user_id", rel);
-	AttrNumber	a_type = column(desc, "event_type", rel);
-	int			natts = Max(a_time, Max(a_user, a_type));
-	TupleTableSlot *slot;
-	TableScanDesc scan;
-	PendingRow	batch[BATCH_ROWS];
-	int			nbatch = 0;
-	uint64		rows = 0;
-	bool		fits = true;
+	BatchScan  *ss = palloc(sizeof(BatchScan));
+	bool		fits;
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	ss->rel = table_open(relid, AccessShareLock);
+	ss->table = table;
+	ss->model = model;
+	ss->as_of = as_of;
+	ss->cls = cls;
+	ss->nbatch = 0;
+	if (ss->rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("partition \"%s\" of propensity.events is not a plain table",
-						RelationGetRelationName(rel))));
-
-	slot = table_slot_create(rel, NULL);
-	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
-	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
-	{
-		int64		event_us;
-		struct varlena *user;
-		struct varlena *type_text;
-		uint32		hash;
-		uint32		len;
-		int			type;
-
-		if ((++rows & 8191) == 0)
-		{
-			CHECK_FOR_INTERRUPTS();
-			if (ut_memory(table) > limit_bytes)
-			{
-				fits = false;
-				break;
-			}
-		}
-		slot_getsomeattrs(slot, natts);
-		if (slot->tts_isnull[a_time - 1] || slot->tts_isnull[a_user - 1] ||
-			slot->tts_isnull[a_type - 1])
-			continue;			/* NOT NULL columns: cannot happen */
-		event_us = DatumGetTimestampTz(slot->tts_values[a_time - 1]);
-		if (event_us > as_of)
-			continue;
-		user = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(slot->tts_values[a_user - 1]));
-		len = VARSIZE_ANY_EXHDR(user);
-		hash = ut_hash(VARDATA_ANY(user), len);
-		if ((uint32) (((uint64) hash * cls.modulus) >> 32) != cls.residue)
-			continue;
-		type_text = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(slot->tts_values[a_type - 1]));
-		type = feat_parse_type(VARDATA_ANY(type_text), VARSIZE_ANY_EXHDR(type_text));
-		if (type < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown event type \"%s\" in \"%s\"",
-							text_to_cstring((text *) type_text), RelationGetRelationName(rel))));
-		if (len > BATCH_KEY)
-		{
-			/* long ids skip the batch */
-			feat_accumulate(model, ut_lookup(table, VARDATA_ANY(user), len, hash),
-							(FeatEventType) type, event_us, as_of);
-			continue;
-		}
-		ut_prefetch(table, hash);
-		batch[nbatch].event_us = event_us;
-		batch[nbatch].hash = hash;
-		batch[nbatch].len = len;
-		batch[nbatch].type = (FeatEventType) type;
-		memcpy(batch[nbatch].key, VARDATA_ANY(user), len);
-		if (++nbatch == BATCH_ROWS)
-		{
-			flush_batch(table, model, as_of, batch, nbatch);
-			nbatch = 0;
-		}
-	}
-	flush_batch(table, model, as_of, batch, nbatch);
-	table_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, AccessShareLock);
+						RelationGetRelationName(ss->rel))));
+	if (propensity_batch_fast_scan && heap_fast_path_ok(ss->rel))
+		fits = scan_heap_pages(ss, limit_bytes);
+	else
+		fits = scan_slots(ss, limit_bytes);
+	flush_batch(ss);
+	table_close(ss->rel, AccessShareLock);
+	pfree(ss);
 	return fits && ut_memory(table) <= limit_bytes;
 }
 
+/*
+ * Put one row per user into the result tuplestore.  The user id and the
+ * features array are built in place in reusable buffers: with a million
+ * users, a palloc per value is a visible share of the run.
+ */
 static void
 emit(ReturnSetInfo *rsinfo, const UserTable *table, const FeatModel *model)
 {
-	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "score_all row",
-												 ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(rowcxt);
+	int			nterms = model->nterms;
+	Size		array_size = ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * nterms;
+	ArrayType  *features = palloc0(array_size);
+	text	   *user = palloc(VARHDRSZ + 64);
+	Size		user_cap = 64;
 	size_t		pos = 0;
 	const char *key;
 	uint32		len;
 	const double *acc;
-	Datum		elems[FEAT_MAX_TERMS];
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	SET_VARSIZE(features, array_size);
+	features->ndim = 1;
+	features->dataoffset = 0;
+	features->elemtype = FLOAT8OID;
+	ARR_DIMS(features)[0] = nterms;
+	ARR_LBOUND(features)[0] = 1;
 
 	while (ut_next(table, &pos, &key, &len, &acc))
 	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-		int			i;
-
-		for (i = 0; i < model->nterms; i++)
-			elems[i] = Float8GetDatum(acc[i]);
-		values[0] = PointerGetDatum(cstring_to_text_with_len(key, len));
+		if (len > user_cap)
+		{
+			user_cap = len;
+			user = repalloc(user, VARHDRSZ + user_cap);
+		}
+		SET_VARSIZE(user, VARHDRSZ + len);
+		memcpy(VARDATA(user), key, len);
+		memcpy(ARR_DATA_PTR(features), acc, sizeof(float8) * nterms);
+		values[0] = PointerGetDatum(user);
 		values[1] = Float8GetDatum(feat_score(model, acc));
-		values[2] = PointerGetDatum(construct_array(elems, model->nterms, FLOAT8OID, sizeof(float8),
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		values[2] = PointerGetDatum(features);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		MemoryContextReset(rowcxt);
 	}
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(rowcxt);
+	pfree(features);
+	pfree(user);
 }
 
 /*
@@ -393,15 +576,29 @@ score_classes(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64 
 		UserTable  *table = ut_create(model->nterms, (size_t) (expected / cls.modulus), allocator);
 		bool		fits = true;
 		ListCell   *lc;
+		instr_time	start;
+		instr_time	scanned;
+		instr_time	emitted;
 
+		INSTR_TIME_SET_CURRENT(start);
 		foreach(lc, parts)
 		{
 			fits = scan_partition(lfirst_oid(lc), table, model, as_of, cls, limit_bytes);
 			if (!fits)
 				break;
 		}
+		INSTR_TIME_SET_CURRENT(scanned);
 		if (fits)
+		{
 			emit(rsinfo, table, model);
+			INSTR_TIME_SET_CURRENT(emitted);
+			INSTR_TIME_SUBTRACT(emitted, scanned);
+			INSTR_TIME_SUBTRACT(scanned, start);
+			ereport(DEBUG2,
+					(errmsg("score_all: class %u/%u: %zu users, %zu kB, scan %.1f ms, output %.1f ms",
+							cls.residue, cls.modulus, ut_count(table), ut_memory(table) / 1024,
+							INSTR_TIME_GET_MILLISEC(scanned), INSTR_TIME_GET_MILLISEC(emitted))));
+		}
 		else
 		{
 			if (cls.modulus >= MAX_HASH_CLASSES || nwork + 2 > MAX_HASH_CLASSES)
@@ -420,6 +617,244 @@ score_classes(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64 
 		MemoryContextReset(tablecxt);
 	}
 	pfree(work);
+}
+
+/* ---------- parallel scoring ---------- */
+
+#define PARALLEL_KEY_SHARED UINT64CONST(0x50524F5053480001)
+#define PARALLEL_KEY_QUEUES UINT64CONST(0x50524F5053480002)
+#define QUEUE_SIZE ((Size) 4 * 1024 * 1024)
+#define CHUNK_SIZE ((Size) 64 * 1024)
+
+typedef struct BatchShared
+{
+	int64		as_of;
+	FeatModel	model;
+	Size		limit_bytes;
+	double		expected;
+	pg_atomic_uint32 next_part;
+	pg_atomic_uint32 overflowed;	/* some participant outgrew limit_bytes */
+	int			nparts;
+	Oid			parts[FLEXIBLE_ARRAY_MEMBER];
+} BatchShared;
+
+PGDLLEXPORT void propensity_score_all_worker(dsm_segment *seg, shm_toc *toc);
+
+/* Claim partitions until none is left.  False when the table overflowed. */
+static bool
+scan_claimed(BatchShared *shared, UserTable *table)
+{
+	HashClass	all = {1, 0};
+
+	for (;;)
+	{
+		uint32		i = pg_atomic_fetch_add_u32(&shared->next_part, 1);
+
+		if (i >= (uint32) shared->nparts)
+			return true;
+		if (pg_atomic_read_u32(&shared->overflowed) != 0)
+			return false;
+		if (!scan_partition(shared->parts[i], table, &shared->model, shared->as_of, all,
+							shared->limit_bytes))
+		{
+			pg_atomic_write_u32(&shared->overflowed, 1);
+			return false;
+		}
+	}
+}
+
+static void
+init_batch_allocator(BatchAllocator *ba, CoreAllocator *allocator, MemoryContext cxt)
+{
+	memset(ba, 0, sizeof(*ba));
+	ba->cxt = cxt;
+	allocator->alloc = batch_alloc;
+	allocator->realloc = batch_realloc;
+	allocator->free = batch_free;
+	allocator->ctx = ba;
+}
+
+/*
+ * Worker: build a table from claimed partitions and send it to the leader
+ * as chunks of records (uint32 length, key bytes, nterms doubles).
+ */
+void
+propensity_score_all_worker(dsm_segment *seg, shm_toc *toc)
+{
+	BatchShared *shared = shm_toc_lookup(toc, PARALLEL_KEY_SHARED, false);
+	char	   *queues = shm_toc_lookup(toc, PARALLEL_KEY_QUEUES, false);
+	shm_mq	   *mq = (shm_mq *) (queues + ParallelWorkerNumber * QUEUE_SIZE);
+	shm_mq_handle *mqh;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "score_all worker",
+											  ALLOCSET_DEFAULT_SIZES);
+	BatchAllocator ba;
+	CoreAllocator allocator;
+	int			nterms = shared->model.nterms;
+
+	shm_mq_set_sender(mq, MyProc);
+	mqh = shm_mq_attach(mq, seg, NULL);
+	init_batch_allocator(&ba, &allocator, cxt);
+	PG_TRY();
+	{
+		UserTable  *table = ut_create(nterms, (size_t) shared->expected, &allocator);
+
+		if (scan_claimed(shared, table))
+		{
+			char	   *chunk = palloc(CHUNK_SIZE);
+			Size		used = 0;
+			Size		record = sizeof(uint32) + sizeof(double) * nterms;
+			size_t		pos = 0;
+			const char *key;
+			uint32		len;
+			const double *acc;
+
+			while (ut_next(table, &pos, &key, &len, &acc))
+			{
+				if (used + record + len > CHUNK_SIZE && used > 0)
+				{
+					if (shm_mq_send(mqh, used, chunk, false, true) != SHM_MQ_SUCCESS)
+						break;	/* leader gone */
+					used = 0;
+				}
+				if (record + len > CHUNK_SIZE)
+					elog(ERROR, "user id of %u bytes is too long for score_all", len);
+				memcpy(chunk + used, &len, sizeof(uint32));
+				memcpy(chunk + used + sizeof(uint32), key, len);
+				memcpy(chunk + used + sizeof(uint32) + len, acc, sizeof(double) * nterms);
+				used += record + len;
+			}
+			if (used > 0)
+				(void) shm_mq_send(mqh, used, chunk, false, true);
+		}
+	}
+	PG_FINALLY();
+	{
+		unmap_all(&ba);
+	}
+	PG_END_TRY();
+	shm_mq_detach(mqh);
+}
+
+/* Add a worker's records into the leader's table. */
+static void
+merge_chunk(UserTable *table, int nterms, const char *data, Size nbytes)
+{
+	Size		off = 0;
+	double		acc[FEAT_MAX_TERMS];
+
+	while (off < nbytes)
+	{
+		uint32		len;
+		double	   *dst;
+		int			i;
+
+		memcpy(&len, data + off, sizeof(uint32));
+		off += sizeof(uint32);
+		dst = ut_lookup(table, data + off, len, ut_hash(data + off, len));
+		off += len;
+		memcpy(acc, data + off, sizeof(double) * nterms);
+		off += sizeof(double) * nterms;
+		for (i = 0; i < nterms; i++)
+			dst[i] += acc[i];
+	}
+	if (off != nbytes)
+		elog(ERROR, "malformed score_all message from a parallel worker");
+}
+
+/* Workers to ask for: propensity.batch_workers, or one per spare CPU. */
+static int
+batch_workers(int nparts)
+{
+	int			n = propensity_batch_workers;
+
+	if (n < 0)
+	{
+		long		cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n = Min(max_parallel_workers_per_gather, cpus > 1 ? (int) cpus - 1 : 0);
+	}
+	return Max(0, Min(n, nparts - 1));
+}
+
+/*
+ * Score every user with parallel workers.  Returns false, having emitted
+ * nothing, when some table outgrew limit_bytes; the caller then falls back
+ * to the serial multi-pass path.
+ */
+static bool
+score_parallel(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64 as_of,
+			   double expected, Size limit_bytes, const CoreAllocator *allocator,
+			   int nworkers)
+{
+	ParallelContext *pcxt;
+	BatchShared *shared;
+	char	   *queues;
+	Size		shared_size = offsetof(BatchShared, parts) + sizeof(Oid) * list_length(parts);
+	shm_mq_handle **mqh;
+	UserTable  *table;
+	bool		fits;
+	int			i;
+	ListCell   *lc;
+
+	EnterParallelMode();
+	pcxt = CreateParallelContext("propensity", "propensity_score_all_worker", nworkers);
+	shm_toc_estimate_chunk(&pcxt->estimator, shared_size);
+	shm_toc_estimate_chunk(&pcxt->estimator, QUEUE_SIZE * nworkers);
+	shm_toc_estimate_keys(&pcxt->estimator, 2);
+	InitializeParallelDSM(pcxt);
+
+	shared = shm_toc_allocate(pcxt->toc, shared_size);
+	shared->as_of = as_of;
+	shared->model = *model;
+	shared->limit_bytes = limit_bytes;
+	shared->expected = expected;
+	pg_atomic_init_u32(&shared->next_part, 0);
+	pg_atomic_init_u32(&shared->overflowed, 0);
+	shared->nparts = 0;
+	foreach(lc, parts)
+		shared->parts[shared->nparts++] = lfirst_oid(lc);
+	shm_toc_insert(pcxt->toc, PARALLEL_KEY_SHARED, shared);
+
+	queues = shm_toc_allocate(pcxt->toc, QUEUE_SIZE * nworkers);
+	for (i = 0; i < nworkers; i++)
+		shm_mq_set_receiver(shm_mq_create(queues + i * QUEUE_SIZE, QUEUE_SIZE), MyProc);
+	shm_toc_insert(pcxt->toc, PARALLEL_KEY_QUEUES, queues);
+
+	LaunchParallelWorkers(pcxt);
+	mqh = palloc0(sizeof(shm_mq_handle *) * nworkers);
+	for (i = 0; i < pcxt->nworkers_launched; i++)
+		mqh[i] = shm_mq_attach((shm_mq *) (queues + i * QUEUE_SIZE), pcxt->seg,
+							   pcxt->worker[i].bgwhandle);
+
+	/* the leader scans too, then merges what the workers found */
+	table = ut_create(model->nterms, (size_t) expected, allocator);
+	fits = scan_claimed(shared, table);
+	for (i = 0; i < pcxt->nworkers_launched; i++)
+	{
+		for (;;)
+		{
+			Size		nbytes;
+			void	   *data;
+
+			if (shm_mq_receive(mqh[i], &nbytes, &data, false) != SHM_MQ_SUCCESS)
+				break;			/* the worker detached: all sent */
+			if (fits)
+				merge_chunk(table, model->nterms, data, nbytes);
+		}
+		if (ut_memory(table) > limit_bytes)
+			fits = false;
+	}
+	WaitForParallelWorkersToFinish(pcxt);
+	fits = fits && pg_atomic_read_u32(&shared->overflowed) == 0;
+	ereport(DEBUG2,
+			(errmsg("score_all: %d of %d parallel workers launched, %zu users",
+					pcxt->nworkers_launched, nworkers, ut_count(table))));
+	if (fits)
+		emit(rsinfo, table, model);
+	ut_destroy(table);
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+	return fits;
 }
 
 /* score_all(as_of timestamptz, model text) returns (user_id, score, features) */
@@ -464,16 +899,23 @@ propensity_score_all(PG_FUNCTION_ARGS)
 		expected = (double) max_users;
 
 	tablecxt = AllocSetContextCreate(CurrentMemoryContext, "score_all users", ALLOCSET_DEFAULT_SIZES);
-	ba = palloc0(sizeof(BatchAllocator));
-	ba->cxt = tablecxt;
-	allocator.alloc = batch_alloc;
-	allocator.realloc = batch_realloc;
-	allocator.free = batch_free;
-	allocator.ctx = ba;
+	ba = palloc(sizeof(BatchAllocator));
+	init_batch_allocator(ba, &allocator, tablecxt);
 
 	PG_TRY();
 	{
-		score_classes(rsinfo, parts, &lm.model, as_of, expected, limit_bytes, &allocator, tablecxt);
+		int			nworkers = batch_workers(list_length(parts));
+		bool		done = false;
+
+		/* parallel when the whole table is expected to fit in one pass */
+		if (nworkers > 0 && !IsInParallelMode() && expected < (double) max_users)
+			done = score_parallel(rsinfo, parts, &lm.model, as_of, expected, limit_bytes,
+								  &allocator, nworkers);
+		if (!done)
+		{
+			MemoryContextReset(tablecxt);
+			score_classes(rsinfo, parts, &lm.model, as_of, expected, limit_bytes, &allocator, tablecxt);
+		}
 	}
 	PG_FINALLY();
 	{

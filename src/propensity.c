@@ -11,6 +11,7 @@
 #include "common/int.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "postmaster/bgworker_internals.h"
 #include "utils/timestamp.h"
 
 #include "propensity.h"
@@ -22,6 +23,8 @@ int			propensity_partition_interval = PARTITION_DAY;
 int			propensity_partition_max_past = 3650 * 24 * 60;
 int			propensity_partition_max_future = 7 * 24 * 60;
 int			propensity_batch_memory = 256 * 1024;
+bool		propensity_batch_fast_scan = true;
+int			propensity_batch_workers = -1;
 
 static const struct config_enum_entry partition_interval_options[] = {
 	{"hour", PARTITION_HOUR, false},
@@ -83,6 +86,25 @@ _PG_init(void)
 							64, MAX_KILOBYTES,
 							PGC_USERSET,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("propensity.batch_fast_scan",
+							 "Lets score_all read heap pages directly instead of through tuple slots.",
+							 "Off forces the generic path, for comparison and testing; results are the same.",
+							 &propensity_batch_fast_scan,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("propensity.batch_workers",
+							"Parallel workers score_all starts besides the leader.",
+							"-1 means one per CPU beyond the first, at most max_parallel_workers_per_gather; 0 scores serially.",
+							&propensity_batch_workers,
+							-1,
+							-1, MAX_PARALLEL_WORKER_LIMIT,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("propensity");

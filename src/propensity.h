@@ -17,6 +17,8 @@ extern int	propensity_partition_interval;
 extern int	propensity_partition_max_past;	/* minutes, -1 = no limit */
 extern int	propensity_partition_max_future;	/* minutes, -1 = no limit */
 extern int	propensity_batch_memory;	/* kB */
+extern bool propensity_batch_fast_scan;
+extern int	propensity_batch_workers;	/* -1: one per spare CPU */
 
 typedef enum PartitionInterval
 {
