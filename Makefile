@@ -5,7 +5,7 @@ EXTENSION  = propensity
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
-GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o
+GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 

@@ -71,3 +71,18 @@ INSERT INTO propensity.models (name, intercept, terms) VALUES
 UPDATE propensity.models SET intercept = 'NaN' WHERE name = 'seed';
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS bad_models FROM propensity.models WHERE name = 'bad';
+
+-- a hostile search_path cannot change which model is read: with an "=" on
+-- text that is always true, the lookup of 'seed' would return the latest
+-- version of any name (mixed v2, 0.603434) instead of seed's 0.489484
+CREATE SCHEMA hostile;
+CREATE FUNCTION hostile.always(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT true';
+CREATE OPERATOR hostile.= (LEFTARG = text, RIGHTARG = text, FUNCTION = hostile.always);
+SET search_path = hostile, pg_catalog, public;
+SELECT round(propensity.score_events(event_type, event_time, '2026-03-01', 'seed')::numeric, 6) AS seed
+  FROM propensity.events
+ WHERE user_id OPERATOR(pg_catalog.=) 'spec' AND event_time <= '2026-03-01';
+SELECT user_id, round(score::numeric, 6) FROM propensity.score_all('2026-03-01', 'seed')
+ WHERE user_id OPERATOR(pg_catalog.=) 'spec';
+RESET search_path;
+DROP SCHEMA hostile CASCADE;

@@ -154,8 +154,10 @@ load_model(const char *query, Oid argtype, Datum arg, const char *what, LoadedMo
 	char		name[NAMEDATALEN];
 	int32		model_id;
 	int32		version;
+	int			nest_level;
 
 	SPI_connect();
+	nest_level = prop_pin_search_path();
 	ret = SPI_execute_with_args(query, 1, &argtype, &arg, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
@@ -174,6 +176,7 @@ load_model(const char *query, Oid argtype, Datum arg, const char *what, LoadedMo
 	model.intercept = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
 	parse_terms(SPI_getbinval(tup, desc, 5, &isnull), name, &model);
 	check_model(name, &model);
+	prop_restore_search_path(nest_level);
 	SPI_finish();
 
 	MemoryContextSwitchTo(caller_cxt);

@@ -181,3 +181,20 @@ prop_arg_span(FunctionCallInfo fcinfo, int argno, const char *what)
 				 errmsg("%s must not be null", what)));
 	return prop_interval_to_us(PG_GETARG_INTERVAL_P(argno), what);
 }
+
+int
+prop_pin_search_path(void)
+{
+	int			nest_level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest_level;
+}
+
+void
+prop_restore_search_path(int nest_level)
+{
+	AtEOXact_GUC(true, nest_level);
+}

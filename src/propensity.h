@@ -34,6 +34,14 @@ extern int64 prop_arg_time(FunctionCallInfo fcinfo, int argno, const char *what)
 extern int64 prop_arg_span(FunctionCallInfo fcinfo, int argno, const char *what);
 extern int64 prop_interval_to_us(const Interval *span, const char *what);
 
+/*
+ * Pin search_path to pg_catalog around SPI queries (as a function's SET
+ * clause does), so that no operator or function of another schema can stand
+ * in for a built-in.  An error restores it with the transaction.
+ */
+extern int	prop_pin_search_path(void);
+extern void prop_restore_search_path(int nest_level);
+
 /* A model as loaded from propensity.models. */
 typedef struct LoadedModel
 {
