@@ -111,3 +111,24 @@ SELECT count(*) AS mismatches
  WHERE abs(b.score - propensity.score(b.user_id, '2026-02-10')) > 1e-12;
 SELECT (SELECT count(*) FROM propensity.score_all('2026-02-10')) =
        (SELECT count(DISTINCT user_id) FROM propensity.events WHERE event_time <= '2026-02-10') AS users_up_to_t;
+
+-- visibility: inside a transaction that deletes and inserts, every path of
+-- score_all sees what the transaction sees (spec's click deleted, an extra
+-- paid search for u2: spec {3,0,0,0} = -2.78 + 1.09 ln 4 -> 0.219439,
+-- u2 {2,0,2,1} -> 0.900410)
+BEGIN;
+DELETE FROM propensity.events WHERE user_id = 'spec' AND event_type = 'CL';
+INSERT INTO propensity.events (event_id, user_id, event_type, event_time)
+VALUES ('u5', 'u2', 'PS', '2026-02-28 18:00+00');
+SET LOCAL propensity.batch_workers = 0;
+SELECT user_id, round(score::numeric, 6), features FROM propensity.score_all('2026-03-01')
+ WHERE user_id IN ('spec', 'u2') ORDER BY 1;
+SET LOCAL propensity.batch_workers = 1;
+SELECT user_id, round(score::numeric, 6), features FROM propensity.score_all('2026-03-01')
+ WHERE user_id IN ('spec', 'u2') ORDER BY 1;
+SET LOCAL propensity.batch_fast_scan = off;
+SELECT user_id, round(score::numeric, 6), features FROM propensity.score_all('2026-03-01')
+ WHERE user_id IN ('spec', 'u2') ORDER BY 1;
+ROLLBACK;
+SELECT user_id, round(score::numeric, 6), features FROM propensity.score_all('2026-03-01')
+ WHERE user_id IN ('spec', 'u2') ORDER BY 1;
