@@ -6,6 +6,21 @@ SELECT event_time, user_id, event_type
   FROM propensity.generate_events(3, 60000, 3000, '2026-07-01', '20 days', 0.1);
 ANALYZE pev;
 
+-- the aggregates under test, over all events and per user
+CREATE VIEW totals AS
+SELECT propensity.window_counts(event_type, event_time, '2026-07-15', '7 days') AS w,
+       propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days') AS d,
+       propensity.score_events(event_type, event_time, '2026-07-15') AS s,
+       propensity.feature_values(event_type, event_time, '2026-07-15') AS f
+  FROM pev;
+CREATE VIEW per_user AS
+SELECT user_id,
+       propensity.window_counts(event_type, event_time, '2026-07-15', '7 days') AS w,
+       propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days') AS d,
+       propensity.score_events(event_type, event_time, '2026-07-15') AS s,
+       propensity.feature_values(event_type, event_time, '2026-07-15') AS f
+  FROM pev GROUP BY user_id;
+
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
@@ -32,42 +47,18 @@ BEGIN
     EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) ' || q INTO plan;
     RETURN jsonb_path_query_first(plan, 'strict $.**."Workers Launched"')::int;
 END $$;
-SELECT pg_temp.workers_launched($$
-    SELECT user_id, propensity.score_events(event_type, event_time, '2026-07-15'),
-           propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days')
-      FROM pev GROUP BY user_id $$) AS workers_launched;
-CREATE TABLE par_total AS
-SELECT propensity.window_counts(event_type, event_time, '2026-07-15', '7 days') AS w,
-       propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days') AS d,
-       propensity.score_events(event_type, event_time, '2026-07-15') AS s,
-       propensity.feature_values(event_type, event_time, '2026-07-15') AS f
-  FROM pev;
-CREATE TABLE par_users AS
-SELECT user_id,
-       propensity.window_counts(event_type, event_time, '2026-07-15', '7 days') AS w,
-       propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days') AS d,
-       propensity.score_events(event_type, event_time, '2026-07-15') AS s,
-       propensity.feature_values(event_type, event_time, '2026-07-15') AS f
-  FROM pev GROUP BY user_id;
+SELECT pg_temp.workers_launched('SELECT * FROM per_user') AS workers_launched,
+       pg_temp.workers_launched('SELECT * FROM totals') AS workers_launched_total;
+CREATE TABLE par_total AS SELECT * FROM totals;
+CREATE TABLE par_users AS SELECT * FROM per_user;
 
 RESET parallel_leader_participation;
 SET max_parallel_workers_per_gather = 0;
 EXPLAIN (COSTS OFF)
 SELECT user_id, propensity.score_events(event_type, event_time, '2026-07-15')
   FROM pev GROUP BY user_id;
-CREATE TABLE ser_total AS
-SELECT propensity.window_counts(event_type, event_time, '2026-07-15', '7 days') AS w,
-       propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days') AS d,
-       propensity.score_events(event_type, event_time, '2026-07-15') AS s,
-       propensity.feature_values(event_type, event_time, '2026-07-15') AS f
-  FROM pev;
-CREATE TABLE ser_users AS
-SELECT user_id,
-       propensity.window_counts(event_type, event_time, '2026-07-15', '7 days') AS w,
-       propensity.decayed_counts(event_type, event_time, '2026-07-15', '2 days') AS d,
-       propensity.score_events(event_type, event_time, '2026-07-15') AS s,
-       propensity.feature_values(event_type, event_time, '2026-07-15') AS f
-  FROM pev GROUP BY user_id;
+CREATE TABLE ser_total AS SELECT * FROM totals;
+CREATE TABLE ser_users AS SELECT * FROM per_user;
 
 -- window counts are exact; sums of floating-point weights agree to rounding
 SELECT p.w = s.w AS counts_equal,

@@ -103,10 +103,16 @@ propensity_type_sums_serialize(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
+/* Point buf at a serialized state and check its format version and length. */
 static void
-check_state_header(StringInfo buf, int min_len, const char *what)
+read_state_header(StringInfo buf, bytea *raw, int min_len, const char *what)
 {
 	int			version;
+
+	buf->data = VARDATA_ANY(raw);
+	buf->len = VARSIZE_ANY_EXHDR(raw);
+	buf->maxlen = buf->len;
+	buf->cursor = 0;
 
 	if (buf->len < 1)
 		ereport(ERROR,
@@ -134,11 +140,7 @@ propensity_type_sums_deserialize(PG_FUNCTION_ARGS)
 	TypeSumsState *st;
 	int			i;
 
-	buf.data = VARDATA_ANY(raw);
-	buf.len = VARSIZE_ANY_EXHDR(raw);
-	buf.maxlen = buf.len;
-	buf.cursor = 0;
-	check_state_header(&buf, 1 + FEAT_NTYPES * 8, "type sums");
+	read_state_header(&buf, raw, 1 + FEAT_NTYPES * 8, "type sums");
 	st = MemoryContextAlloc(aggcxt, sizeof(TypeSumsState));
 	for (i = 0; i < FEAT_NTYPES; i++)
 		st->v[i] = pq_getmsgfloat8(&buf);
@@ -326,11 +328,7 @@ propensity_model_deserialize(PG_FUNCTION_ARGS)
 	int32		nterms;
 	int			i;
 
-	buf.data = VARDATA_ANY(raw);
-	buf.len = VARSIZE_ANY_EXHDR(raw);
-	buf.maxlen = buf.len;
-	buf.cursor = 0;
-	check_state_header(&buf, 9, "model");
+	read_state_header(&buf, raw, 9, "model");
 	model_id = pq_getmsgint(&buf, 4);
 	nterms = pq_getmsgint(&buf, 4);
 	if (nterms < 0 || nterms > FEAT_MAX_TERMS || buf.len != 9 + nterms * 8)
