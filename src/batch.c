@@ -511,6 +511,10 @@ score_parallel(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64
 	bool		fits;
 	int			i;
 	ListCell   *lc;
+	instr_time	start;
+	instr_time	scanned;
+	instr_time	merged;
+	instr_time	emitted;
 
 	EnterParallelMode();
 	pcxt = CreateParallelContext("propensity", "propensity_score_all_worker", nworkers);
@@ -543,8 +547,10 @@ score_parallel(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64
 							   pcxt->worker[i].bgwhandle);
 
 	/* the leader scans too, then merges what the workers found */
+	INSTR_TIME_SET_CURRENT(start);
 	table = ut_create(model->nterms, (size_t) expected, allocator);
 	fits = scan_claimed(shared, table);
+	INSTR_TIME_SET_CURRENT(scanned);
 	for (i = 0; i < pcxt->nworkers_launched; i++)
 	{
 		for (;;)
@@ -561,12 +567,19 @@ score_parallel(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64
 			fits = false;
 	}
 	WaitForParallelWorkersToFinish(pcxt);
+	INSTR_TIME_SET_CURRENT(merged);
 	fits = fits && pg_atomic_read_u32(&shared->overflowed) == 0;
-	ereport(DEBUG2,
-			(errmsg("score_all: %d of %d parallel workers launched, %zu users",
-					pcxt->nworkers_launched, nworkers, ut_count(table))));
 	if (fits)
 		emit(rsinfo, table, model);
+	INSTR_TIME_SET_CURRENT(emitted);
+	INSTR_TIME_SUBTRACT(emitted, merged);
+	INSTR_TIME_SUBTRACT(merged, scanned);
+	INSTR_TIME_SUBTRACT(scanned, start);
+	ereport(DEBUG2,
+			(errmsg("score_all: %d of %d parallel workers launched, %zu users, leader scan %.1f ms, merge %.1f ms, output %.1f ms",
+					pcxt->nworkers_launched, nworkers, ut_count(table),
+					INSTR_TIME_GET_MILLISEC(scanned), INSTR_TIME_GET_MILLISEC(merged),
+					INSTR_TIME_GET_MILLISEC(emitted))));
 	ut_destroy(table);
 	DestroyParallelContext(pcxt);
 	ExitParallelMode();

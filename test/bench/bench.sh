@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 EVENTS=${EVENTS:-10000000}
 USERS=${USERS:-1000000}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 DIR=${BENCH_DIR:-/tmp/propensity-bench}
 
 bash "$here/docker/install-deps.sh"
@@ -34,4 +34,4 @@ fi
 psql_pg -d bench -c "SELECT count(*) AS events, count(DISTINCT user_id) AS users,
     pg_size_pretty((SELECT sum(pg_relation_size(partition)) FROM propensity.event_partitions)) AS heap
     FROM propensity.events"
-psql_pg -d bench -v reps="$REPS" -f "$here/test/bench/bench.sql"
+PGOPTIONS="-c bench.reps=$REPS" psql_pg -d bench -f "$here/test/bench/bench.sql"
