@@ -8,8 +8,8 @@
  * rather than unbounded memory.  Results stream into a tuplestore, which
  * spills to disk past work_mem.
  *
- * With max_parallel_workers_per_gather > 0, parallel workers share the
- * partitions: each participant builds a table from the partitions it
+ * With propensity.batch_workers parallel workers (by default one per CPU
+ * beyond the first), the leader and the workers share the partitions: each participant builds a table from the partitions it
  * claims, the workers stream theirs to the leader through shm_mq, and the
  * leader merges them (window counts add exactly, decayed sums add).
  */
@@ -18,19 +18,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "access/heapam.h"
 #include "access/parallel.h"
-#include "access/htup_details.h"
 #include "access/table.h"
-#include "access/tableam.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "executor/tuptable.h"
 #include "portability/instr_time.h"
 #include "port/atomics.h"
-#include "storage/bufmgr.h"
 #include "storage/proc.h"
 #include "storage/shm_mq.h"
 #include "storage/shm_toc.h"
@@ -44,7 +38,6 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
-#include "utils/snapmgr.h"
 
 #include "propensity.h"
 #include "core/user_table.h"
