@@ -27,10 +27,12 @@ include $(PGXS)
 # Standalone tests of the pure-C core, under ASan and UBSan.
 CORE_TEST_CFLAGS = -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-CORE_SRCS = src/core/features.c src/core/generator.c src/core/core_alloc.c src/core/user_table.c
+CORE_SRCS = src/core/features.c src/core/generator.c src/core/core_alloc.c src/core/user_table.c \
+	src/core/attribution.c
+CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c
 
-test/core/test_core: test/core/test_core.c $(CORE_SRCS) src/core/*.h
-	$(CC) $(CORE_TEST_CFLAGS) -o $@ test/core/test_core.c $(CORE_SRCS) -lm
+test/core/test_core: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h
+	$(CC) $(CORE_TEST_CFLAGS) -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm
 
 .PHONY: test-core bench
 test-core: test/core/test_core
@@ -40,8 +42,8 @@ bench:
 	bash test/bench/bench.sh
 
 # The same tests without sanitizers, under Valgrind's memcheck.
-test/core/test_core_vg: test/core/test_core.c $(CORE_SRCS) src/core/*.h
-	$(CC) -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ test/core/test_core.c $(CORE_SRCS) -lm
+test/core/test_core_vg: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h
+	$(CC) -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm
 
 .PHONY: test-core-valgrind
 test-core-valgrind: test/core/test_core_vg

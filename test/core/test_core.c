@@ -10,24 +10,12 @@
 #include "core/features.h"
 #include "core/generator.h"
 #include "core/user_table.h"
+#include "check.h"
 
 #define US_PER_DAY (INT64_C(86400) * 1000000)
 
-static int	passed;
-static int	failed;
-
-#define CHECK(cond, ...) \
-	do { \
-		if (cond) \
-			passed++; \
-		else \
-		{ \
-			failed++; \
-			printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-			printf(__VA_ARGS__); \
-			printf("\n"); \
-		} \
-	} while (0)
+int			passed;
+int			failed;
 
 static FeatModel
 seed_model(void)
@@ -345,6 +333,7 @@ main(void)
 	test_sigmoid_and_validate();
 	test_generator();
 	test_generator_late();
+	test_attribution();
 	printf("core: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
