@@ -5,13 +5,13 @@ EXTENSION  = propensity
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
-GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o
-CORE_OBJS += src/core/core_alloc.o src/core/user_table.o
+GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o
+CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel
+REGRESS = features score models partitions generator errors parallel attribution
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -518,3 +518,70 @@ GRANT EXECUTE ON FUNCTION @extschema@.maintain_partitions(),
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.models', 'WHERE name <> ''seed''');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.event_partitions', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events_default', '');
+
+-- ---------------------------------------------------------------------------
+-- Post-click / post-view attribution (SPEC section 5): the batch evaluation
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.advertiser_settings (
+    advertiser_id    bigint PRIMARY KEY,
+    pc_window        interval NOT NULL DEFAULT '30 days' CHECK (pc_window > interval '0'),
+    pv_window        interval NOT NULL DEFAULT '30 days' CHECK (pv_window > interval '0'),
+    rolling_window   interval NOT NULL DEFAULT '30 days' CHECK (rolling_window > interval '0'),
+    allowed_lateness interval NOT NULL DEFAULT '30 days' CHECK (allowed_lateness >= interval '0')
+);
+COMMENT ON TABLE @extschema@.advertiser_settings IS
+    'Per-advertiser attribution windows; an advertiser without a row gets the SPEC defaults (30 days each)';
+
+CREATE TYPE @extschema@.attribution_credit AS (
+    conversion_event_id text,
+    conversion_time     timestamptz,
+    kind                text,        -- PC, PV or NONE
+    campaign_id         bigint,      -- NULL for NONE (or an impression without campaign)
+    impression_event_id text         -- the credited impression, NULL for NONE
+);
+
+CREATE FUNCTION @extschema@.attribute_accum(internal, text, text, timestamptz, bigint, text, bigint,
+                                            interval, interval, interval)
+RETURNS internal AS 'MODULE_PATHNAME', 'propensity_attribute_accum'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION @extschema@.attribute_final(internal)
+RETURNS @extschema@.attribution_credit[] AS 'MODULE_PATHNAME', 'propensity_attribute_final'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE AGGREGATE @extschema@.attribute(event_id text, event_type text, event_time timestamptz,
+                                       campaign_id bigint, auction_id text, pixel_id bigint,
+                                       pc_window interval, pv_window interval, rolling_window interval) (
+    SFUNC = @extschema@.attribute_accum,
+    STYPE = internal,
+    FINALFUNC = @extschema@.attribute_final,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE @extschema@.attribute(text, text, timestamptz, bigint, text, bigint, interval, interval, interval) IS
+    'Credits of the conversions among one (user, advertiser) key''s events, by the rules of SPEC section 5';
+
+CREATE FUNCTION @extschema@.attribute_all()
+RETURNS TABLE (user_id text, advertiser_id bigint, conversion_event_id text,
+               conversion_time timestamptz, kind text, campaign_id bigint,
+               impression_event_id text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.user_id, k.advertiser_id, c.*
+      FROM (SELECT e.user_id, e.advertiser_id,
+                   @extschema@.attribute(e.event_id, e.event_type, e.event_time, e.campaign_id,
+                                         e.auction_id, e.pixel_id,
+                                         coalesce(s.pc_window, interval '30 days'),
+                                         coalesce(s.pv_window, interval '30 days'),
+                                         coalesce(s.rolling_window, interval '30 days')) AS credits
+              FROM @extschema@.events e
+              LEFT JOIN @extschema@.advertiser_settings s USING (advertiser_id)
+             WHERE e.advertiser_id IS NOT NULL AND e.event_type IN ('IM', 'CL', 'CN')
+             GROUP BY e.user_id, e.advertiser_id) k,
+           unnest(k.credits) c
+$$;
+COMMENT ON FUNCTION @extschema@.attribute_all() IS
+    'Batch evaluation of SPEC section 5 over every event: one row per conversion with its credit';
+
+GRANT SELECT ON @extschema@.advertiser_settings TO propensity_reader;
+GRANT INSERT, UPDATE, DELETE ON @extschema@.advertiser_settings TO propensity_admin;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.advertiser_settings', '');

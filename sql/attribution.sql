@@ -1,0 +1,101 @@
+-- Post-click / post-view attribution in batch (SPEC section 5): hand-made
+-- keys, per-advertiser settings, and agreement with an independent
+-- plain-SQL evaluation of the rules on a generated stream.
+SET timezone = 'UTC';
+SELECT propensity.ensure_partitions('2026-09-01', '2026-10-15');
+
+INSERT INTO propensity.events
+    (event_id, user_id, event_type, event_time, advertiser_id, campaign_id, auction_id, pixel_id) VALUES
+    -- the MediaMath example, all arrived: impression, click between, conversion: PC
+    ('m-i', 'mm', 'IM', '2026-09-01 00:00+00', 1, 101, 'a-m', 11),
+    ('m-c', 'mm', 'CL', '2026-09-02 00:00+00', 1, 101, 'a-m', NULL),
+    ('m-e', 'mm', 'CN', '2026-09-03 00:00+00', 1, NULL, NULL, 11),
+    -- view only, two impressions: the later one (campaign 202) is credited PV
+    ('v-i1', 'vv', 'IM', '2026-09-01 00:00+00', 1, 201, 'a-v1', 11),
+    ('v-i2', 'vv', 'IM', '2026-09-05 00:00+00', 1, 202, 'a-v2', 11),
+    ('v-e', 'vv', 'CN', '2026-09-06 00:00+00', 1, NULL, NULL, 11),
+    -- the same user at another advertiser is another key: the pixel does not match
+    ('v-x', 'vv', 'CN', '2026-09-06 00:00+00', 2, NULL, NULL, 11),
+    -- advertiser 3 has a 2-day post-view window: an impression 3 days before is too old
+    ('s-i', 'ss', 'IM', '2026-09-01 00:00+00', 3, 301, 'a-s', 31),
+    ('s-e', 'ss', 'CN', '2026-09-04 00:00+00', 3, NULL, NULL, 31),
+    -- a click on another auction is no post-click: PV for campaign 401
+    ('o-i', 'oo', 'IM', '2026-09-01 00:00+00', 4, 401, 'a-o', 41),
+    ('o-c', 'oo', 'CL', '2026-09-01 01:00+00', 4, 402, 'a-other', NULL),
+    ('o-e', 'oo', 'CN', '2026-09-02 00:00+00', 4, NULL, NULL, 41);
+INSERT INTO propensity.advertiser_settings (advertiser_id, pv_window) VALUES (3, '2 days');
+
+SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
+  FROM propensity.attribute_all()
+ WHERE user_id IN ('mm', 'vv', 'ss', 'oo')
+ ORDER BY user_id, advertiser_id, conversion_event_id;
+
+-- with the SPEC default window advertiser 3's conversion is post-view
+UPDATE propensity.advertiser_settings SET pv_window = '30 days' WHERE advertiser_id = 3;
+SELECT kind, campaign_id FROM propensity.attribute_all() WHERE conversion_event_id = 's-e';
+-- and a post-view window longer than the rolling window acts as the rolling window
+UPDATE propensity.advertiser_settings SET pv_window = '30 days', rolling_window = '2 days'
+ WHERE advertiser_id = 3;
+SELECT kind, campaign_id FROM propensity.attribute_all() WHERE conversion_event_id = 's-e';
+DELETE FROM propensity.advertiser_settings;
+
+-- the aggregate directly, in any row order
+SELECT (c).kind, (c).campaign_id, (c).impression_event_id
+  FROM (SELECT unnest(propensity.attribute(event_id, event_type, event_time, campaign_id, auction_id,
+                                           pixel_id, '30 days', '30 days', '30 days'
+                                           ORDER BY event_time DESC)) AS c
+          FROM propensity.events WHERE user_id = 'mm') s;
+
+-- a generated stream: every conversion's credit equals an independent
+-- plain-SQL evaluation of SPEC section 5 (default windows: 30 days)
+SELECT propensity.load_generated_events(31, 30000, 400, '2026-09-01', '30 days', 0.1,
+                                        n_advertisers => 3, campaigns_per_advertiser => 4);
+CREATE TEMP TABLE reference AS
+WITH cn AS (
+    SELECT * FROM propensity.events WHERE event_type = 'CN' AND advertiser_id IS NOT NULL),
+candidates AS (
+    SELECT e.event_id AS conv, i.event_id AS imp, i.event_time AS imp_time,
+           i.campaign_id, i.auction_id, e.user_id, e.advertiser_id, e.event_time AS conv_time
+      FROM cn e
+      JOIN propensity.events i
+        ON i.user_id = e.user_id AND i.advertiser_id = e.advertiser_id AND i.event_type = 'IM'
+       AND i.pixel_id = e.pixel_id AND i.event_time < e.event_time),
+pc AS (
+    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
+      FROM candidates k
+      JOIN propensity.events c
+        ON c.user_id = k.user_id AND c.advertiser_id = k.advertiser_id AND c.event_type = 'CL'
+       AND c.auction_id = k.auction_id
+       AND c.event_time >= k.imp_time AND c.event_time <= k.conv_time
+     WHERE k.conv_time - k.imp_time <= interval '30 days'
+     ORDER BY k.conv, c.event_time DESC, k.imp_time DESC, k.imp COLLATE "C"),
+pv AS (
+    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
+      FROM candidates k
+     WHERE k.conv_time - k.imp_time <= interval '30 days'
+     ORDER BY k.conv, k.imp_time DESC, k.imp COLLATE "C")
+SELECT e.event_id AS conv,
+       CASE WHEN pc.conv IS NOT NULL THEN 'PC' WHEN pv.conv IS NOT NULL THEN 'PV' ELSE 'NONE' END AS kind,
+       coalesce(pc.campaign_id, pv.campaign_id) AS campaign_id,
+       coalesce(pc.imp, pv.imp) AS imp
+  FROM cn e LEFT JOIN pc ON pc.conv = e.event_id LEFT JOIN pv ON pv.conv = e.event_id;
+CREATE TEMP TABLE batch AS SELECT * FROM propensity.attribute_all();
+
+SELECT (SELECT count(*) FROM reference) = (SELECT count(*) FROM batch) AS same_conversions,
+       (SELECT count(*) FROM reference r FULL JOIN batch b ON b.conversion_event_id = r.conv
+         WHERE r.conv IS NULL OR b.conversion_event_id IS NULL
+            OR r.kind <> b.kind OR r.campaign_id IS DISTINCT FROM b.campaign_id
+            OR r.imp IS DISTINCT FROM b.impression_event_id) AS mismatches;
+-- the stream exercises every kind
+SELECT kind, count(*) > 20 AS many FROM batch GROUP BY kind ORDER BY kind;
+
+-- bad input
+\set VERBOSITY default
+SELECT propensity.attribute(NULL, 'IM', '2026-09-01', 1, 'a', 1, '30 days', '30 days', '30 days');
+\echo :LAST_ERROR_SQLSTATE
+SELECT propensity.attribute('x', 'IMP', '2026-09-01', 1, 'a', 1, '30 days', '30 days', '30 days');
+\echo :LAST_ERROR_SQLSTATE
+SELECT propensity.attribute('x', 'IM', '2026-09-01', 1, 'a', 1, '1 month', '30 days', '30 days');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO propensity.advertiser_settings (advertiser_id, pc_window) VALUES (9, '-1 day');
+\echo :LAST_ERROR_SQLSTATE
