@@ -5,13 +5,13 @@ EXTENSION  = propensity
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
-GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o
-CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o
+GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o
+CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -28,13 +28,13 @@ include $(PGXS)
 CORE_TEST_CFLAGS = -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 CORE_SRCS = src/core/features.c src/core/generator.c src/core/core_alloc.c src/core/user_table.c \
-	src/core/attribution.c
-CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c
+	src/core/attribution.c src/core/attr_engine.c
+CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c test/core/test_attr_engine.c
 
 test/core/test_core: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h
 	$(CC) $(CORE_TEST_CFLAGS) -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm
 
-.PHONY: test-core bench
+.PHONY: test-core bench bench-attribution
 test-core: test/core/test_core
 	./test/core/test_core
 
@@ -48,3 +48,7 @@ test/core/test_core_vg: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/ch
 .PHONY: test-core-valgrind
 test-core-valgrind: test/core/test_core_vg
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=all ./test/core/test_core_vg
+
+# Attribution benchmark: batch (plain SQL, aggregate, backfill) and streaming.
+bench-attribution:
+	bash test/bench/attribution.sh

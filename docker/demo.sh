@@ -2,9 +2,11 @@
 # The propensity demo, from nothing, on Debian 12 as root:
 #   sudo bash docker/demo.sh
 # Installs what is missing, builds and installs the extension, starts a
-# throwaway PostgreSQL 15, loads a generated event stream (10% delivered out
-# of order), and shows partitions, the event mix and the top users by
-# propensity with their features.  KEEP=1 leaves the server running.
+# throwaway PostgreSQL 15, streams a generated event stream (10% delivered
+# out of order) through propensity.ingest() in batches, and shows
+# partitions, the event mix, the top users by propensity with their
+# features, and PC/PV attribution: totals, a retraction, the daily view.
+# KEEP=1 leaves the server running.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 EVENTS=${EVENTS:-200000}
@@ -22,11 +24,11 @@ psql_pg -d demo <<SQL
 CREATE EXTENSION propensity;
 SET timezone = 'UTC';
 \echo
-\echo '== Load a generated stream: $EVENTS events, $USERS users, 30 days, 10% out of order'
-SELECT propensity.load_generated_events(
+\echo '== Stream a generated stream through ingest(): $EVENTS events, $USERS users, 30 days, 10% out of order by up to a day, batches of 10000'
+SELECT * FROM propensity.stream_generated_events(
     seed => 2026, n_events => $EVENTS, n_users => $USERS,
     start_time => '2026-10-01', duration => '30 days',
-    out_of_order => 0.1, max_delay => '6 hours') AS events_loaded;
+    out_of_order => 0.1, max_delay => '1 day', batch_size => 10000);
 
 \echo '== Event mix'
 SELECT event_type, count(*) AS events, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
@@ -63,6 +65,37 @@ SELECT u.user_id,
        (propensity.window_counts(e.event_type, e.event_time, '2026-10-31', '365 days')).cn AS cn_365d,
        round(propensity.score(u.user_id, '2026-10-31')::numeric, 4) AS propensity
   FROM u JOIN propensity.events e USING (user_id) GROUP BY u.user_id;
+\echo
+\echo '== Attribution (SPEC section 5): conversions by credit'
+SELECT kind, count(*) AS conversions FROM propensity.attribution_current GROUP BY kind ORDER BY kind;
+\echo '== Top 10 campaigns by post-click conversions (attribution_totals)'
+SELECT advertiser_id, campaign_id, impressions, clicks, pc, pv
+  FROM propensity.attribution_totals WHERE campaign_id IS NOT NULL
+ ORDER BY pc DESC, pv DESC, advertiser_id, campaign_id LIMIT 10;
+\echo '== The changelog: credits (+1) and retractions (-1) as late events arrived'
+SELECT kind, sum(delta) FILTER (WHERE delta > 0) AS credits, -sum(delta) FILTER (WHERE delta < 0) AS retractions,
+       sum(delta) AS net
+  FROM propensity.attribution_changelog GROUP BY kind ORDER BY kind;
+\echo '== One corrected conversion, step by step'
+WITH c AS (SELECT conversion_event_id FROM propensity.attribution_changelog
+            WHERE delta = -1 ORDER BY seq LIMIT 1)
+SELECT l.batch, l.conversion_event_id, l.conversion_time, l.kind, l.campaign_id,
+       l.impression_event_id, l.delta
+  FROM propensity.attribution_changelog l JOIN c USING (conversion_event_id) ORDER BY l.seq;
+\echo '== Redelivering 10000 stored events changes nothing'
+SELECT * FROM propensity.ingest(ARRAY(SELECT e FROM propensity.events e ORDER BY event_id LIMIT 10000));
+\echo '== Backfill (the same engine in batch over the stored events) reaches the same state'
+CREATE TEMP TABLE streamed AS SELECT * FROM propensity.attribution_current;
+SELECT * FROM propensity.attribution_backfill();
+SELECT count(*) AS conversions_whose_credit_differs
+  FROM streamed s JOIN propensity.attribution_current a USING (conversion_event_id, conversion_time)
+ WHERE (s.kind, s.campaign_id, s.impression_event_id) IS DISTINCT FROM (a.kind, a.campaign_id, a.impression_event_id);
+\echo '== Dashboard view attribution_daily: the 5 busiest days of advertiser 1'
+SELECT propensity.refresh_attribution_views();
+SELECT day, sum(impressions) AS impressions, sum(clicks) AS clicks, sum(pc) AS pc, sum(pv) AS pv,
+       sum(unattributed) AS unattributed
+  FROM propensity.attribution_daily WHERE advertiser_id = 1
+ GROUP BY day ORDER BY impressions DESC, day LIMIT 5;
 SQL
 if [ "${KEEP:-0}" = 1 ]; then
     echo "server left running: psql -h $DIR -p 5496 -U postgres demo"

@@ -21,5 +21,6 @@ extern int	failed;
 	} while (0)
 
 extern void test_attribution(void);
+extern void test_attr_engine(void);
 
 #endif

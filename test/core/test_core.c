@@ -334,6 +334,7 @@ main(void)
 	test_generator();
 	test_generator_late();
 	test_attribution();
+	test_attr_engine();
 	printf("core: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

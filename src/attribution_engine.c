@@ -1,0 +1,908 @@
+/*
+ * attribution_engine.c - the streaming attribution engine inside the server:
+ * ingest(), attribution_backfill() and attribution_engine_status().
+ *
+ * ingest() stores a batch of events (ON CONFLICT DO NOTHING: a redelivered
+ * event is not returned by the insert and so never reaches the engine) and
+ * applies the new ones to the core engine (src/core/attr_engine.c), then
+ * writes what the engine said in the same transaction: the changelog, the
+ * current credit of each changed conversion, the totals, the late events and
+ * the state row.  Whoever commits the batch's offsets in that transaction
+ * gets exactly-once attribution.
+ *
+ * The engine's per-key events live in session memory as a cache of the
+ * database.  The state row serializes engine batches (it is locked FOR
+ * UPDATE) and identifies the last committed one (generation, and the xmin of
+ * the row version); a session whose cache does not match rebuilds it from the
+ * stored events of the reachable window and attribution_current.  A cache
+ * touched by a transaction that aborts is discarded.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "propensity.h"
+#include "core/attr_engine.h"
+
+#define DEFAULT_WINDOW_US (INT64CONST(30) * USECS_PER_DAY)
+#define EVICT_EVERY_US USECS_PER_HOUR
+#define REBUILD_FETCH 10000
+#define BACKFILL_CHUNK 50000
+
+/* ---- the session's engine ---- */
+
+static MemoryContext engine_cxt = NULL;
+static AttrEngine *engine = NULL;
+static int64 engine_generation = -1;
+static char engine_xmin[32];
+static int64 engine_last_evict = 0;
+static bool engine_dirty = false;	/* changed by the current transaction */
+static bool callbacks_registered = false;
+
+static void *
+cxt_alloc(void *ctx, size_t size)
+{
+	return MemoryContextAllocExtended((MemoryContext) ctx, size, MCXT_ALLOC_HUGE);
+}
+
+static void *
+cxt_realloc(void *ctx, void *ptr, size_t size)
+{
+	return repalloc_huge(ptr, size);
+}
+
+static void
+cxt_free(void *ctx, void *ptr)
+{
+	pfree(ptr);
+}
+
+static void
+engine_discard(void)
+{
+	if (engine_cxt != NULL)
+		MemoryContextDelete(engine_cxt);
+	engine_cxt = NULL;
+	engine = NULL;
+	engine_generation = -1;
+	engine_xmin[0] = '\0';
+}
+
+static void
+engine_xact_callback(XactEvent event, void *arg)
+{
+	if (!engine_dirty)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		engine_discard();
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		engine_dirty = false;
+}
+
+static void
+engine_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	/* a rolled-back savepoint may have held engine work: start over */
+	if (engine_dirty && event == SUBXACT_EVENT_ABORT_SUB)
+		engine_discard();
+}
+
+static void
+engine_new(void)
+{
+	CoreAllocator a;
+
+	engine_discard();
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(engine_xact_callback, NULL);
+		RegisterSubXactCallback(engine_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	engine_cxt = AllocSetContextCreate(TopMemoryContext, "propensity attribution engine",
+									   ALLOCSET_DEFAULT_SIZES);
+	a.alloc = cxt_alloc;
+	a.realloc = cxt_realloc;
+	a.free = cxt_free;
+	a.ctx = engine_cxt;
+	engine = ae_create(&a);
+	engine_last_evict = 0;
+}
+
+/* ---- advertiser settings ---- */
+
+typedef struct AdvRow
+{
+	int64		advertiser_id;
+	AttrAdvSettings s;
+} AdvRow;
+
+typedef struct Settings
+{
+	int			n;
+	AdvRow	   *rows;			/* sorted by advertiser_id */
+	AttrAdvSettings defaults;
+	int64		max_reach_us;	/* max of lateness + W over all */
+} Settings;
+
+static void
+settings_lookup(void *arg, int64_t advertiser_id, AttrAdvSettings *out)
+{
+	Settings   *st = (Settings *) arg;
+	int			lo = 0,
+				hi = st->n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (st->rows[mid].advertiser_id == advertiser_id)
+		{
+			*out = st->rows[mid].s;
+			return;
+		}
+		if (st->rows[mid].advertiser_id < advertiser_id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	*out = st->defaults;
+}
+
+static int64
+lateness_us(Datum d)
+{
+	Interval   *span = DatumGetIntervalP(d);
+
+	if (span->month == 0 && span->day == 0 && span->time == 0)
+		return 0;
+	return prop_interval_to_us(span, "allowed lateness");
+}
+
+/* ---- SPI plans, prepared once per session ---- */
+
+enum
+{
+	P_LOCK, P_SETTINGS, P_ENSURE, P_INSERT, P_LATE, P_CHANGELOG, P_CURRENT, P_TOTALS,
+	P_STATE, NPLANS
+};
+
+static SPIPlanPtr plans[NPLANS];
+static Oid	plans_array_type = InvalidOid;
+
+static SPIPlanPtr
+get_plan(int which, const char *sql, int nargs, Oid *types)
+{
+	if (plans[which] == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		plans[which] = p;
+	}
+	return plans[which];
+}
+
+static void
+run_plan(int which, const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+		 int expect)
+{
+	int			ret = SPI_execute_plan(get_plan(which, sql, nargs, types), values, nulls, false, 0);
+
+	if (ret != expect)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", sql, SPI_result_code_string(ret));
+}
+
+static Settings
+load_settings(void)
+{
+	Settings	st;
+	uint64		i;
+
+	run_plan(P_SETTINGS,
+			 "SELECT advertiser_id, pc_window, pv_window, rolling_window, allowed_lateness"
+			 "  FROM propensity.advertiser_settings ORDER BY advertiser_id",
+			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	st.n = (int) SPI_processed;
+	st.rows = palloc(sizeof(AdvRow) * (st.n + 1));
+	st.defaults.windows.pc_window_us = DEFAULT_WINDOW_US;
+	st.defaults.windows.pv_window_us = DEFAULT_WINDOW_US;
+	st.defaults.windows.rolling_us = DEFAULT_WINDOW_US;
+	st.defaults.lateness_us = DEFAULT_WINDOW_US;
+	st.max_reach_us = st.defaults.lateness_us + st.defaults.windows.rolling_us;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		AdvRow	   *r = &st.rows[i];
+
+		r->advertiser_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		r->s.windows.pc_window_us =
+			prop_interval_to_us(DatumGetIntervalP(SPI_getbinval(tup, desc, 2, &isnull)), "post-click window");
+		r->s.windows.pv_window_us =
+			prop_interval_to_us(DatumGetIntervalP(SPI_getbinval(tup, desc, 3, &isnull)), "post-view window");
+		r->s.windows.rolling_us =
+			prop_interval_to_us(DatumGetIntervalP(SPI_getbinval(tup, desc, 4, &isnull)), "rolling window");
+		r->s.lateness_us = lateness_us(SPI_getbinval(tup, desc, 5, &isnull));
+		st.max_reach_us = Max(st.max_reach_us, r->s.lateness_us + r->s.windows.rolling_us);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return st;
+}
+
+/* ---- state row ---- */
+
+typedef struct EngineState
+{
+	int64		generation;
+	bool		has_max;
+	int64		max_time;
+	char		xmin[32];
+} EngineState;
+
+static EngineState
+lock_state(void)
+{
+	EngineState s;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	run_plan(P_LOCK,
+			 "SELECT generation, max_event_time, xmin::text FROM propensity.attribution_state FOR UPDATE",
+			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("propensity.attribution_state must hold exactly one row"),
+				 errhint("Reinstall the extension, or insert the row with INSERT INTO propensity.attribution_state DEFAULT VALUES.")));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	s.generation = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	s.has_max = !isnull;
+	s.max_time = isnull ? 0 : DatumGetTimestampTz(d);
+	strlcpy(s.xmin, TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)), sizeof(s.xmin));
+	SPI_freetuptable(SPI_tuptable);
+	return s;
+}
+
+static void
+save_state(int64 generation_add)
+{
+	int64		max_time;
+	bool		has_max = ae_max_time(engine, &max_time);
+	Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		values[2] = {Int64GetDatum(generation_add), TimestampTzGetDatum(max_time)};
+	char		nulls[2] = {' ', has_max ? ' ' : 'n'};
+	bool		isnull;
+
+	run_plan(P_STATE,
+			 "UPDATE propensity.attribution_state SET generation = generation + $1,"
+			 "       max_event_time = $2, updated_at = pg_catalog.now()"
+			 " RETURNING generation, xmin::text",
+			 2, types, values, nulls, SPI_OK_UPDATE_RETURNING);
+	engine_generation = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	strlcpy(engine_xmin, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 2, &isnull)),
+			sizeof(engine_xmin));
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* ---- reading event rows ---- */
+
+/*
+ * Columns 1..8 of a row: user_id, event_type, event_time, event_id,
+ * advertiser_id, campaign_id, auction_id, pixel_id.  An event without an
+ * advertiser cannot be attributed: it becomes a PS for the engine, which
+ * only lets it move the watermark.
+ */
+static void
+row_to_input(HeapTuple tup, TupleDesc desc, AttrInput *in, char **type_out, bool *has_adv_out)
+{
+	bool		isnull;
+	Datum		d;
+	char	   *type;
+
+	memset(in, 0, sizeof(*in));
+	in->user_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	in->user_len = strlen(in->user_id);
+	type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	in->type = strcmp(type, "IM") == 0 ? FEAT_IM : strcmp(type, "CL") == 0 ? FEAT_CL :
+		strcmp(type, "CN") == 0 ? FEAT_CN : FEAT_PS;
+	in->time_us = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	in->event_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	if (isnull)
+		in->type = FEAT_PS;
+	else
+		in->advertiser_id = DatumGetInt64(d);
+	if (type_out != NULL)
+		*type_out = type;
+	if (has_adv_out != NULL)
+		*has_adv_out = !isnull;
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	in->has_campaign = !isnull;
+	in->campaign_id = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	in->auction_id = isnull ? NULL : TextDatumGetCString(d);
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	in->has_pixel = !isnull;
+	in->pixel_id = isnull ? 0 : DatumGetInt64(d);
+}
+
+/* ---- rebuilding the cache ---- */
+
+static void
+engine_rebuild(const EngineState *state, Settings *settings)
+{
+	Oid			type = TIMESTAMPTZOID;
+	Datum		horizon;
+	Portal		portal;
+
+	engine_new();
+	if (!state->has_max)
+	{
+		engine_generation = state->generation;
+		strlcpy(engine_xmin, state->xmin, sizeof(engine_xmin));
+		return;
+	}
+	horizon = TimestampTzGetDatum(state->max_time - settings->max_reach_us);
+	portal = SPI_cursor_open_with_args(NULL,
+									   "SELECT e.user_id, e.event_type, e.event_time, e.event_id, e.advertiser_id,"
+									   "       e.campaign_id, e.auction_id, e.pixel_id,"
+									   "       c.kind, c.campaign_id, c.impression_event_id"
+									   "  FROM propensity.events e"
+									   "  LEFT JOIN propensity.attribution_current c"
+									   "    ON e.event_type = 'CN' AND c.conversion_event_id = e.event_id"
+									   "   AND c.conversion_time = e.event_time"
+									   " WHERE e.event_type IN ('IM', 'CL', 'CN') AND e.advertiser_id IS NOT NULL"
+									   "   AND e.event_time >= $1"
+									   "   AND NOT EXISTS (SELECT 1 FROM propensity.attribution_late l"
+									   "                    WHERE l.event_id = e.event_id AND l.event_time = e.event_time)",
+									   1, &type, &horizon, NULL, true, CURSOR_OPT_NO_SCROLL);
+	for (;;)
+	{
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, REBUILD_FETCH);
+		if (SPI_processed == 0)
+			break;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			AttrInput	in;
+			AttrStored	credit;
+			bool		isnull;
+			Datum		d;
+			char	   *kind;
+
+			row_to_input(tup, desc, &in, NULL, NULL);
+			d = SPI_getbinval(tup, desc, 9, &isnull);
+			if (isnull)
+			{
+				ae_load(engine, &in, NULL);
+				continue;
+			}
+			kind = TextDatumGetCString(d);
+			credit.kind = strcmp(kind, "PC") == 0 ? ATTR_PC : strcmp(kind, "PV") == 0 ? ATTR_PV : ATTR_NONE;
+			d = SPI_getbinval(tup, desc, 10, &isnull);
+			credit.has_campaign = !isnull;
+			credit.campaign_id = isnull ? 0 : DatumGetInt64(d);
+			d = SPI_getbinval(tup, desc, 11, &isnull);
+			credit.impression_id = isnull ? NULL : TextDatumGetCString(d);
+			ae_load(engine, &in, &credit);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	ae_observe_time(engine, state->max_time);
+	engine_last_evict = state->max_time;
+	engine_generation = state->generation;
+	strlcpy(engine_xmin, state->xmin, sizeof(engine_xmin));
+	elog(DEBUG1, "propensity: attribution engine rebuilt: %zu keys, %zu events",
+		 ae_key_count(engine), ae_event_count(engine));
+}
+
+static void
+engine_sync(const EngineState *state, Settings *settings)
+{
+	if (engine != NULL && engine_generation == state->generation &&
+		strcmp(engine_xmin, state->xmin) == 0)
+		return;
+	engine_rebuild(state, settings);
+}
+
+static void
+maybe_evict(Settings *settings)
+{
+	int64		max_time;
+
+	if (!ae_max_time(engine, &max_time) || max_time - engine_last_evict < EVICT_EVERY_US)
+		return;
+	(void) ae_evict(engine, settings_lookup, settings);
+	engine_last_evict = max_time;
+}
+
+/* ---- writing what the engine said ---- */
+
+static Datum
+make_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+typedef struct TotalsKey
+{
+	int64		advertiser_id;
+	int64		campaign_id;
+	int32		has_campaign;
+	int32		pad;
+} TotalsKey;
+
+enum
+{
+	T_IM, T_CL, T_PC, T_PV, T_NONE, T_LATE, T_N
+};
+
+typedef struct TotalsEntry
+{
+	TotalsKey	key;
+	int64		c[T_N];
+} TotalsEntry;
+
+static void
+totals_add(HTAB *h, int64 adv, bool has_campaign, int64 campaign, int which, int64 n)
+{
+	TotalsKey	k;
+	TotalsEntry *e;
+	bool		found;
+
+	memset(&k, 0, sizeof(k));
+	k.advertiser_id = adv;
+	k.has_campaign = has_campaign;
+	k.campaign_id = has_campaign ? campaign : 0;
+	e = hash_search(h, &k, HASH_ENTER, &found);
+	if (!found)
+		memset(e->c, 0, sizeof(e->c));
+	e->c[which] += n;
+}
+
+static void
+write_totals(HTAB *h)
+{
+	long		n = hash_get_num_entries(h);
+	Datum	   *cols[2 + T_N];
+	bool	   *campnull = palloc(sizeof(bool) * Max(n, 1));
+	Oid			types[2 + T_N];
+	Datum		values[2 + T_N];
+	HASH_SEQ_STATUS seq;
+	TotalsEntry *e;
+	int			i = 0,
+				j;
+
+	if (n == 0)
+		return;
+	for (j = 0; j < 2 + T_N; j++)
+	{
+		cols[j] = palloc(sizeof(Datum) * n);
+		types[j] = INT8ARRAYOID;
+	}
+	hash_seq_init(&seq, h);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		cols[0][i] = Int64GetDatum(e->key.advertiser_id);
+		cols[1][i] = Int64GetDatum(e->key.campaign_id);
+		campnull[i] = !e->key.has_campaign;
+		for (j = 0; j < T_N; j++)
+			cols[2 + j][i] = Int64GetDatum(e->c[j]);
+		i++;
+	}
+	for (j = 0; j < 2 + T_N; j++)
+		values[j] = make_array(cols[j], j == 1 ? campnull : NULL, n, INT8OID);
+	run_plan(P_TOTALS,
+			 "INSERT INTO propensity.attribution_totals AS t"
+			 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late)"
+			 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
+			 " ON CONFLICT (advertiser_id, campaign_id) DO UPDATE SET"
+			 "   impressions = t.impressions + excluded.impressions,"
+			 "   clicks = t.clicks + excluded.clicks, pc = t.pc + excluded.pc,"
+			 "   pv = t.pv + excluded.pv, unattributed = t.unattributed + excluded.unattributed,"
+			 "   late = t.late + excluded.late",
+			 2 + T_N, types, values, NULL, SPI_OK_INSERT);
+}
+
+static void
+write_deltas(int64 batch, const AttrBatchResult *r, HTAB *totals)
+{
+	int			n = (int) r->ndeltas;
+	Datum	   *conv = palloc(sizeof(Datum) * n),
+			   *ctime = palloc(sizeof(Datum) * n),
+			   *user = palloc(sizeof(Datum) * n),
+			   *adv = palloc(sizeof(Datum) * n),
+			   *camp = palloc(sizeof(Datum) * n),
+			   *kind = palloc(sizeof(Datum) * n),
+			   *imp = palloc(sizeof(Datum) * n),
+			   *sign = palloc(sizeof(Datum) * n);
+	bool	   *campnull = palloc(sizeof(bool) * n),
+			   *impnull = palloc(sizeof(bool) * n);
+	Oid			types[9] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT2ARRAYOID};
+	Datum		values[9];
+	int			i;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++)
+	{
+		const AttrDelta *d = &r->deltas[i];
+
+		conv[i] = CStringGetTextDatum(d->conversion_id);
+		ctime[i] = TimestampTzGetDatum(d->conversion_time_us);
+		user[i] = PointerGetDatum(cstring_to_text_with_len(d->user_id, d->user_len));
+		adv[i] = Int64GetDatum(d->advertiser_id);
+		campnull[i] = !d->credit.has_campaign;
+		camp[i] = Int64GetDatum(d->credit.campaign_id);
+		kind[i] = CStringGetTextDatum(attr_kind_name(d->credit.kind));
+		impnull[i] = d->credit.impression_id == NULL;
+		imp[i] = impnull[i] ? (Datum) 0 : CStringGetTextDatum(d->credit.impression_id);
+		sign[i] = Int16GetDatum((int16) d->sign);
+		totals_add(totals, d->advertiser_id, d->credit.has_campaign, d->credit.campaign_id,
+				   d->credit.kind == ATTR_PC ? T_PC : d->credit.kind == ATTR_PV ? T_PV : T_NONE,
+				   d->sign);
+	}
+	values[0] = Int64GetDatum(batch);
+	values[1] = make_array(conv, NULL, n, TEXTOID);
+	values[2] = make_array(ctime, NULL, n, TIMESTAMPTZOID);
+	values[3] = make_array(user, NULL, n, TEXTOID);
+	values[4] = make_array(adv, NULL, n, INT8OID);
+	values[5] = make_array(camp, campnull, n, INT8OID);
+	values[6] = make_array(kind, NULL, n, TEXTOID);
+	values[7] = make_array(imp, impnull, n, TEXTOID);
+	values[8] = make_array(sign, NULL, n, INT2OID);
+	run_plan(P_CHANGELOG,
+			 "INSERT INTO propensity.attribution_changelog"
+			 "       (batch, conversion_event_id, conversion_time, user_id, advertiser_id,"
+			 "        campaign_id, kind, impression_event_id, delta)"
+			 " SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)",
+			 9, types, values, NULL, SPI_OK_INSERT);
+	/* the table side: each changed conversion's new credit (its one +1) */
+	run_plan(P_CURRENT,
+			 "INSERT INTO propensity.attribution_current AS c"
+			 "       (conversion_event_id, conversion_time, user_id, advertiser_id, campaign_id,"
+			 "        kind, impression_event_id, batch)"
+			 " SELECT d.conv, d.ctime, d.usr, d.adv, d.camp, d.kind, d.imp, $1"
+			 "   FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)"
+			 "        AS d(conv, ctime, usr, adv, camp, kind, imp, sign)"
+			 "  WHERE d.sign = 1"
+			 " ON CONFLICT (conversion_event_id, conversion_time) DO UPDATE SET"
+			 "   campaign_id = excluded.campaign_id, kind = excluded.kind,"
+			 "   impression_event_id = excluded.impression_event_id, batch = excluded.batch",
+			 9, types, values, NULL, SPI_OK_INSERT);
+}
+
+/* Late events of a batch: recorded with the watermark they missed. */
+static void
+write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_adv, int n,
+		   const bool *late, int64 max_before, Settings *settings, HTAB *totals)
+{
+	Datum	   *id = palloc(sizeof(Datum) * n),
+			   *time = palloc(sizeof(Datum) * n),
+			   *user = palloc(sizeof(Datum) * n),
+			   *type = palloc(sizeof(Datum) * n),
+			   *adv = palloc(sizeof(Datum) * n),
+			   *camp = palloc(sizeof(Datum) * n),
+			   *mark = palloc(sizeof(Datum) * n);
+	bool	   *advnull = palloc(sizeof(bool) * n),
+			   *campnull = palloc(sizeof(bool) * n);
+	Oid			types[8] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum		values[8];
+	int			i,
+				m = 0;
+
+	for (i = 0; i < n; i++)
+	{
+		AttrAdvSettings s;
+
+		if (!late[i])
+			continue;
+		settings_lookup(settings, in[i].advertiser_id, &s);
+		id[m] = CStringGetTextDatum(in[i].event_id);
+		time[m] = TimestampTzGetDatum(in[i].time_us);
+		user[m] = CStringGetTextDatum(in[i].user_id);
+		/* the stored type: an event without advertiser was handed over as PS */
+		type[m] = CStringGetTextDatum(type_names[i]);
+		advnull[m] = !has_adv[i];
+		adv[m] = Int64GetDatum(in[i].advertiser_id);
+		campnull[m] = !in[i].has_campaign;
+		camp[m] = Int64GetDatum(in[i].campaign_id);
+		mark[m] = TimestampTzGetDatum(max_before - s.lateness_us);
+		if (!advnull[m])
+			totals_add(totals, in[i].advertiser_id, in[i].has_campaign, in[i].campaign_id, T_LATE, 1);
+		m++;
+	}
+	if (m == 0)
+		return;
+	values[0] = Int64GetDatum(batch);
+	values[1] = make_array(id, NULL, m, TEXTOID);
+	values[2] = make_array(time, NULL, m, TIMESTAMPTZOID);
+	values[3] = make_array(user, NULL, m, TEXTOID);
+	values[4] = make_array(type, NULL, m, TEXTOID);
+	values[5] = make_array(adv, advnull, m, INT8OID);
+	values[6] = make_array(camp, campnull, m, INT8OID);
+	values[7] = make_array(mark, NULL, m, TIMESTAMPTZOID);
+	run_plan(P_LATE,
+			 "INSERT INTO propensity.attribution_late"
+			 "       (batch, event_id, event_time, user_id, event_type, advertiser_id, campaign_id, watermark)"
+			 " SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8)",
+			 8, types, values, NULL, SPI_OK_INSERT);
+}
+
+static HTAB *
+totals_create(void)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(TotalsKey);
+	ctl.entrysize = sizeof(TotalsEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("propensity attribution totals", 256, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* Counts in-time impressions and clicks into the totals. */
+static void
+count_events(const AttrInput *in, int n, const bool *late, HTAB *totals)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if ((late == NULL || !late[i]) && (in[i].type == FEAT_IM || in[i].type == FEAT_CL))
+			totals_add(totals, in[i].advertiser_id, in[i].has_campaign, in[i].campaign_id,
+					   in[i].type == FEAT_IM ? T_IM : T_CL, 1);
+}
+
+/* ---- SQL functions ---- */
+
+/*
+ * ingest(batch events[]) -> (inserted, duplicates, late, conversions_evaluated, deltas)
+ */
+PG_FUNCTION_INFO_V1(propensity_ingest);
+Datum
+propensity_ingest(PG_FUNCTION_ARGS)
+{
+	ArrayType  *batch = PG_GETARG_ARRAYTYPE_P(0);
+	Oid			array_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	int			nbatch = ArrayGetNItems(ARR_NDIM(batch), ARR_DIMS(batch));
+	TupleDesc	rdesc;
+	Datum		result[5];
+	bool		rnulls[5] = {false, false, false, false, false};
+	int			nest;
+	EngineState state;
+	Settings	settings;
+	AttrInput  *inputs;
+	char	  **type_names;
+	bool	   *has_adv;
+	int			n = 0;
+	uint64		i;
+	int64		max_before = 0;
+	const AttrBatchResult *r;
+	HTAB	   *totals;
+	int64		nlate = 0;
+	Datum		arg = PointerGetDatum(batch);
+
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "ingest() must return a record");
+	if (array_type != plans_array_type)
+	{
+		/* the extension was recreated: plans name the old row type */
+		for (i = 0; i < NPLANS; i++)
+			if (plans[i] != NULL)
+			{
+				SPI_freeplan(plans[i]);
+				plans[i] = NULL;
+			}
+		plans_array_type = array_type;
+	}
+
+	nest = prop_pin_search_path();
+	SPI_connect();
+	state = lock_state();
+	settings = load_settings();
+	engine_sync(&state, &settings);
+
+	memset(result, 0, sizeof(result));
+	if (nbatch > 0)
+	{
+		run_plan(P_ENSURE,
+				 "SELECT propensity.ensure_partitions(lo, hi)"
+				 "  FROM (SELECT min(event_time) AS lo, max(event_time) AS hi"
+				 "          FROM pg_catalog.unnest($1)) s WHERE lo IS NOT NULL",
+				 1, &array_type, &arg, NULL, SPI_OK_SELECT);
+		run_plan(P_INSERT,
+				 "INSERT INTO propensity.events SELECT * FROM pg_catalog.unnest($1)"
+				 " ON CONFLICT DO NOTHING"
+				 " RETURNING user_id, event_type, event_time, event_id, advertiser_id,"
+				 "           campaign_id, auction_id, pixel_id",
+				 1, &array_type, &arg, NULL, SPI_OK_INSERT_RETURNING);
+		inputs = palloc(sizeof(AttrInput) * Max(SPI_processed, 1));
+		type_names = palloc(sizeof(char *) * Max(SPI_processed, 1));
+		has_adv = palloc(sizeof(bool) * Max(SPI_processed, 1));
+		for (i = 0; i < SPI_processed; i++, n++)
+			row_to_input(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &inputs[n],
+						 &type_names[n], &has_adv[n]);
+	}
+	/* a batch of redelivered events only changes nothing, not even the state row */
+	if (n > 0)
+	{
+
+		/* from here until save_state() the cache is ahead of the database */
+		engine_dirty = true;
+		engine_generation = -1;
+		(void) ae_max_time(engine, &max_before);
+		r = ae_apply(engine, inputs, n, true, settings_lookup, &settings);
+
+		totals = totals_create();
+		for (i = 0; i < (uint64) n; i++)
+			nlate += r->late[i];
+		write_late(state.generation + 1, inputs, type_names, has_adv, n, r->late, max_before,
+				   &settings, totals);
+		count_events(inputs, n, r->late, totals);
+		write_deltas(state.generation + 1, r, totals);
+		write_totals(totals);
+		result[3] = Int64GetDatum((int64) r->naffected);
+		result[4] = Int64GetDatum((int64) r->ndeltas);
+		save_state(1);
+		maybe_evict(&settings);
+	}
+	result[0] = Int64GetDatum((int64) n);
+	result[1] = Int64GetDatum((int64) nbatch - n);
+	result[2] = Int64GetDatum(nlate);
+
+	SPI_finish();
+	prop_restore_search_path(nest);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), result, rnulls)));
+}
+
+/*
+ * attribution_backfill() -> (conversions, deltas): the engine over every
+ * stored event in event-time order, late ones excluded, from empty tables.
+ */
+PG_FUNCTION_INFO_V1(propensity_attribution_backfill);
+Datum
+propensity_attribution_backfill(PG_FUNCTION_ARGS)
+{
+	TupleDesc	rdesc;
+	Datum		result[2];
+	bool		rnulls[2] = {false, false};
+	int			nest;
+	EngineState state;
+	Settings	settings;
+	Portal		portal;
+	int64		nconv = 0,
+				ndeltas = 0;
+	int64		batch;
+	MemoryContext chunk_cxt,
+				old;
+
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "attribution_backfill() must return a record");
+	nest = prop_pin_search_path();
+	SPI_connect();
+	state = lock_state();
+	settings = load_settings();
+	batch = state.generation + 1;
+
+	if (SPI_execute("TRUNCATE propensity.attribution_changelog, propensity.attribution_current,"
+					" propensity.attribution_totals", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not truncate the attribution tables");
+	if (SPI_execute("INSERT INTO propensity.attribution_totals (advertiser_id, campaign_id, late)"
+					" SELECT advertiser_id, campaign_id, count(*) FROM propensity.attribution_late"
+					"  WHERE advertiser_id IS NOT NULL GROUP BY advertiser_id, campaign_id",
+					false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not count the late events");
+
+	engine_new();
+	engine_dirty = true;
+	engine_generation = -1;
+	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "propensity backfill chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	portal = SPI_cursor_open_with_args(NULL,
+									   "SELECT e.user_id, e.event_type, e.event_time, e.event_id, e.advertiser_id,"
+									   "       e.campaign_id, e.auction_id, e.pixel_id"
+									   "  FROM propensity.events e"
+									   " WHERE e.event_type IN ('IM', 'CL', 'CN') AND e.advertiser_id IS NOT NULL"
+									   "   AND NOT EXISTS (SELECT 1 FROM propensity.attribution_late l"
+									   "                    WHERE l.event_id = e.event_id AND l.event_time = e.event_time)"
+									   " ORDER BY e.event_time",
+									   0, NULL, NULL, NULL, true, CURSOR_OPT_NO_SCROLL);
+	for (;;)
+	{
+		uint64		i;
+		AttrInput  *inputs;
+		const AttrBatchResult *r;
+		HTAB	   *totals;
+
+		SPI_cursor_fetch(portal, true, BACKFILL_CHUNK);
+		if (SPI_processed == 0)
+			break;
+		old = MemoryContextSwitchTo(chunk_cxt);
+		inputs = palloc(sizeof(AttrInput) * SPI_processed);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			row_to_input(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &inputs[i], NULL, NULL);
+			nconv += inputs[i].type == FEAT_CN;
+		}
+		r = ae_apply(engine, inputs, SPI_processed, false, settings_lookup, &settings);
+		totals = totals_create();
+		count_events(inputs, SPI_processed, NULL, totals);
+		write_deltas(batch, r, totals);
+		write_totals(totals);
+		ndeltas += r->ndeltas;
+		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextReset(chunk_cxt);
+		maybe_evict(&settings);
+	}
+	SPI_cursor_close(portal);
+	MemoryContextDelete(chunk_cxt);
+	if (state.has_max)
+		ae_observe_time(engine, state.max_time);
+	save_state(1);
+
+	SPI_finish();
+	prop_restore_search_path(nest);
+	result[0] = Int64GetDatum(nconv);
+	result[1] = Int64GetDatum(ndeltas);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), result, rnulls)));
+}
+
+/* attribution_engine_status() -> (keys, events, memory_bytes, generation, watermark_time) */
+PG_FUNCTION_INFO_V1(propensity_attribution_engine_status);
+Datum
+propensity_attribution_engine_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	rdesc;
+	Datum		result[5];
+	bool		rnulls[5] = {false, false, false, false, false};
+	int64		max_time = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "attribution_engine_status() must return a record");
+	result[0] = Int64GetDatum(engine ? (int64) ae_key_count(engine) : 0);
+	result[1] = Int64GetDatum(engine ? (int64) ae_event_count(engine) : 0);
+	result[2] = Int64GetDatum(engine ? (int64) MemoryContextMemAllocated(engine_cxt, true) : 0);
+	result[3] = Int64GetDatum(engine_generation);
+	rnulls[3] = engine == NULL || engine_generation < 0;
+	rnulls[4] = engine == NULL || !ae_max_time(engine, &max_time);
+	result[4] = TimestampTzGetDatum(max_time);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), result, rnulls)));
+}
