@@ -6,19 +6,21 @@ MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
 GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o
+GLUE_OBJS += src/decode.o src/queue.o src/worker.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o
+CORE_OBJS += src/core/avro_decode.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(PG_CFLAGS_EXTRA)
-SHLIB_LINK = -lm
+SHLIB_LINK = -lavro -lm
 
-EXTRA_CLEAN = test/core/test_core test/core/test_core_vg test/core/fuzz_generator results regression.diffs regression.out tmp_check
+EXTRA_CLEAN = test/core/test_core test/core/test_core_vg test/core/test_avro test/core/test_avro_vg src/core/event_schema.h test/core/fuzz_generator results regression.diffs regression.out tmp_check
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -35,8 +37,25 @@ test/core/test_core: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check
 	$(CC) $(CORE_TEST_CFLAGS) -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm
 
 .PHONY: test-core bench bench-attribution
-test-core: test/core/test_core
+test-core: test/core/test_core test/core/test_avro
 	./test/core/test_core
+	./test/core/test_avro
+
+# The reader schema, compiled in from the wire contract in schemas/.
+src/core/event_schema.h: schemas/event.avsc
+	{ echo '/* generated from schemas/event.avsc by the Makefile */'; \
+	  echo 'static const char event_schema_json[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@
+
+src/core/avro_decode.o src/decode.o: src/core/event_schema.h
+
+AVRO_TEST_SRCS = test/core/test_avro.c src/core/avro_decode.c
+test/core/test_avro: $(AVRO_TEST_SRCS) src/core/avro_decode.h src/core/event_schema.h test/core/check.h
+	$(CC) $(CORE_TEST_CFLAGS) -o $@ $(AVRO_TEST_SRCS) -lavro
+
+test/core/test_avro_vg: $(AVRO_TEST_SRCS) src/core/avro_decode.h src/core/event_schema.h test/core/check.h
+	$(CC) -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ $(AVRO_TEST_SRCS) -lavro
 
 bench:
 	bash test/bench/bench.sh
@@ -46,8 +65,15 @@ test/core/test_core_vg: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/ch
 	$(CC) -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm
 
 .PHONY: test-core-valgrind
-test-core-valgrind: test/core/test_core_vg
+test-core-valgrind: test/core/test_core_vg test/core/test_avro_vg
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=all ./test/core/test_core_vg
+	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=all ./test/core/test_avro_vg
+
+# TAP tests (PostgreSQL::Test::Cluster): crashes and concurrent producers.
+PROVE_TESTS = test/t/*.pl
+.PHONY: tap
+tap:
+	$(prove_installcheck)
 
 # Attribution benchmark: batch (plain SQL, aggregate, backfill) and streaming.
 bench-attribution:

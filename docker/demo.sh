@@ -2,10 +2,13 @@
 # The propensity demo, from nothing, on Debian 12 as root:
 #   sudo bash docker/demo.sh
 # Installs what is missing, builds and installs the extension, starts a
-# throwaway PostgreSQL 15, streams a generated event stream (10% delivered
-# out of order) through propensity.ingest() in batches, and shows
-# partitions, the event mix, the top users by propensity with their
-# features, and PC/PV attribution: totals, a retraction, the daily view.
+# throwaway PostgreSQL 15 whose ingest worker serves the demo database, runs
+# the two producers (marketing events as Avro, conversions as JSON; 10%
+# delivered out of order, 0.1% malformed) into the embedded queue, lets the
+# worker drain it into the event store with attribution, and shows the queue
+# status, the dead letters, partitions, the event mix, the top users by
+# propensity with their features, and PC/PV attribution: totals, a
+# retraction, the daily view.
 # KEEP=1 leaves the server running.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,13 +25,48 @@ if [ "${KEEP:-0}" != 1 ]; then trap 'pg_temp_stop "$DIR"' EXIT; fi
 psql_pg -d postgres -c "CREATE DATABASE demo"
 psql_pg -d demo <<SQL
 CREATE EXTENSION propensity;
-SET timezone = 'UTC';
 \echo
-\echo '== Stream a generated stream through ingest(): $EVENTS events, $USERS users, 30 days, 10% out of order by up to a day, batches of 10000'
-SELECT * FROM propensity.stream_generated_events(
-    seed => 2026, n_events => $EVENTS, n_users => $USERS,
-    start_time => '2026-10-01', duration => '30 days',
-    out_of_order => 0.1, max_delay => '1 day', batch_size => 10000);
+\echo '== A topic with 8 partitions, consumed by the ingest worker (group propensity)'
+SELECT propensity.create_topic('events', partitions => 8);
+SELECT propensity.subscribe('events');
+SELECT propensity.worker_start() IS NOT NULL AS worker_running;
+SQL
+
+# The prototype's two producers, side by side, each at its share of the
+# stream's pace, so the worker sees them interleaved as in production.
+echo "== Producers: $EVENTS generated events, $USERS users, 30 days, 10% out of order by up to a day, 0.1% malformed"
+producer() {  # kind format rate
+    psql_pg -d demo -c "CALL propensity.run_producer('events', '$1', seed => 2026, n_events => $EVENTS,
+        n_users => $USERS, start_time => '2026-10-01', duration => '30 days', out_of_order => 0.1,
+        max_delay => '1 day', malformed => 0.001, rate => $3, format => '$2', batch_size => 1000)"
+}
+echo "   marketing events (IM, CL, PS) as Avro in the Confluent wire format, and conversions (CN) as JSON:"
+producer marketing avro $((EVENTS / 8)) > "$DIR/producer-marketing.out" &
+producer conversions json $((EVENTS / 160)) > "$DIR/producer-conversions.out" &
+wait
+cat "$DIR/producer-marketing.out" "$DIR/producer-conversions.out"
+
+psql_pg -d demo <<SQL
+SET timezone = 'UTC';
+\echo '== Waiting for the worker to drain the queue'
+DO \$\$
+BEGIN
+    FOR i IN 1..3000 LOOP
+        EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events')) = 0;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+\$\$;
+\echo '== Queue status per partition'
+SELECT partition, committed_offset, lag, round(messages_per_second) AS msgs_per_s, dead_letters, last_error
+  FROM propensity.queue_status ORDER BY partition;
+SELECT messages, dead_letters, batches FROM propensity.subscriptions;
+\echo '== Dead letters by reason (each kept with its topic, partition, offset and bytes)'
+SELECT error, count(*) FROM propensity.dead_letters GROUP BY error ORDER BY count(*) DESC;
+\echo '== Every message is accounted for: produced = stored events + dead letters'
+SELECT (SELECT count(*) FROM propensity.events) AS events,
+       (SELECT count(*) FROM propensity.dead_letters) AS dead_letters,
+       (SELECT messages FROM propensity.subscriptions) AS consumed;
 
 \echo '== Event mix'
 SELECT event_type, count(*) AS events, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
@@ -82,8 +120,20 @@ WITH c AS (SELECT conversion_event_id FROM propensity.attribution_changelog
 SELECT l.batch, l.conversion_event_id, l.conversion_time, l.kind, l.campaign_id,
        l.impression_event_id, l.delta
   FROM propensity.attribution_changelog l JOIN c USING (conversion_event_id) ORDER BY l.seq;
-\echo '== Redelivering 10000 stored events changes nothing'
-SELECT * FROM propensity.ingest(ARRAY(SELECT e FROM propensity.events e ORDER BY event_id LIMIT 10000));
+\echo '== Redelivering 10000 stored events through the queue changes nothing'
+SELECT generation AS generation_before FROM propensity.attribution_state \\gset
+SELECT propensity.produce_many('events', ARRAY(SELECT user_id FROM propensity.events ORDER BY event_id LIMIT 10000),
+         propensity.encode_events(ARRAY(SELECT e FROM propensity.events e ORDER BY event_id LIMIT 10000)));
+DO \$\$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events')) = 0;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+\$\$;
+SELECT (SELECT count(*) FROM propensity.events) AS events,
+       (SELECT generation FROM propensity.attribution_state) = :generation_before AS attribution_unchanged;
 \echo '== Backfill (the same engine in batch over the stored events) reaches the same state'
 CREATE TEMP TABLE streamed AS SELECT * FROM propensity.attribution_current;
 SELECT * FROM propensity.attribution_backfill();

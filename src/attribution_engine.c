@@ -176,7 +176,7 @@ lateness_us(Datum d)
 enum
 {
 	P_LOCK, P_SETTINGS, P_ENSURE, P_INSERT, P_LATE, P_CHANGELOG, P_CURRENT, P_TOTALS,
-	P_STATE, NPLANS
+	P_STATE, P_INSERT_ONLY, NPLANS
 };
 
 static SPIPlanPtr plans[NPLANS];
@@ -445,20 +445,6 @@ maybe_evict(Settings *settings)
 
 /* ---- writing what the engine said ---- */
 
-static Datum
-make_array(Datum *values, bool *nulls, int n, Oid elemtype)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
-											  typlen, typbyval, typalign));
-}
-
 typedef struct TotalsKey
 {
 	int64		advertiser_id;
@@ -526,7 +512,7 @@ write_totals(HTAB *h)
 		i++;
 	}
 	for (j = 0; j < 2 + T_N; j++)
-		values[j] = make_array(cols[j], j == 1 ? campnull : NULL, n, INT8OID);
+		values[j] = prop_array_datum(cols[j], j == 1 ? campnull : NULL, n, INT8OID);
 	run_plan(P_TOTALS,
 			 "INSERT INTO propensity.attribution_totals AS t"
 			 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late)"
@@ -579,14 +565,14 @@ write_deltas(int64 batch, const AttrBatchResult *r, HTAB *totals)
 				   d->sign);
 	}
 	values[0] = Int64GetDatum(batch);
-	values[1] = make_array(conv, NULL, n, TEXTOID);
-	values[2] = make_array(ctime, NULL, n, TIMESTAMPTZOID);
-	values[3] = make_array(user, NULL, n, TEXTOID);
-	values[4] = make_array(adv, NULL, n, INT8OID);
-	values[5] = make_array(camp, campnull, n, INT8OID);
-	values[6] = make_array(kind, NULL, n, TEXTOID);
-	values[7] = make_array(imp, impnull, n, TEXTOID);
-	values[8] = make_array(sign, NULL, n, INT2OID);
+	values[1] = prop_array_datum(conv, NULL, n, TEXTOID);
+	values[2] = prop_array_datum(ctime, NULL, n, TIMESTAMPTZOID);
+	values[3] = prop_array_datum(user, NULL, n, TEXTOID);
+	values[4] = prop_array_datum(adv, NULL, n, INT8OID);
+	values[5] = prop_array_datum(camp, campnull, n, INT8OID);
+	values[6] = prop_array_datum(kind, NULL, n, TEXTOID);
+	values[7] = prop_array_datum(imp, impnull, n, TEXTOID);
+	values[8] = prop_array_datum(sign, NULL, n, INT2OID);
 	run_plan(P_CHANGELOG,
 			 "INSERT INTO propensity.attribution_changelog"
 			 "       (batch, conversion_event_id, conversion_time, user_id, advertiser_id,"
@@ -652,13 +638,13 @@ write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_
 	if (m == 0)
 		return;
 	values[0] = Int64GetDatum(batch);
-	values[1] = make_array(id, NULL, m, TEXTOID);
-	values[2] = make_array(time, NULL, m, TIMESTAMPTZOID);
-	values[3] = make_array(user, NULL, m, TEXTOID);
-	values[4] = make_array(type, NULL, m, TEXTOID);
-	values[5] = make_array(adv, advnull, m, INT8OID);
-	values[6] = make_array(camp, campnull, m, INT8OID);
-	values[7] = make_array(mark, NULL, m, TIMESTAMPTZOID);
+	values[1] = prop_array_datum(id, NULL, m, TEXTOID);
+	values[2] = prop_array_datum(time, NULL, m, TIMESTAMPTZOID);
+	values[3] = prop_array_datum(user, NULL, m, TEXTOID);
+	values[4] = prop_array_datum(type, NULL, m, TEXTOID);
+	values[5] = prop_array_datum(adv, advnull, m, INT8OID);
+	values[6] = prop_array_datum(camp, campnull, m, INT8OID);
+	values[7] = prop_array_datum(mark, NULL, m, TIMESTAMPTZOID);
 	run_plan(P_LATE,
 			 "INSERT INTO propensity.attribution_late"
 			 "       (batch, event_id, event_time, user_id, event_type, advertiser_id, campaign_id, watermark)"
@@ -690,21 +676,18 @@ count_events(const AttrInput *in, int n, const bool *late, HTAB *totals)
 					   in[i].type == FEAT_IM ? T_IM : T_CL, 1);
 }
 
-/* ---- SQL functions ---- */
+/* ---- the ingest path, for ingest() and the worker ---- */
 
 /*
- * ingest(batch events[]) -> (inserted, duplicates, late, conversions_evaluated, deltas)
+ * Store a batch of events and, with attribute, apply the new ones to the
+ * engine; out[] gets (inserted, duplicates, late, conversions_evaluated,
+ * deltas).  Runs in the caller's transaction; may be called with or without
+ * an SPI connection.  The ingest worker calls this for every batch.
  */
-PG_FUNCTION_INFO_V1(propensity_ingest);
-Datum
-propensity_ingest(PG_FUNCTION_ARGS)
+void
+prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 {
-	ArrayType  *batch = PG_GETARG_ARRAYTYPE_P(0);
-	Oid			array_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
 	int			nbatch = ArrayGetNItems(ARR_NDIM(batch), ARR_DIMS(batch));
-	TupleDesc	rdesc;
-	Datum		result[5];
-	bool		rnulls[5] = {false, false, false, false, false};
 	int			nest;
 	EngineState state;
 	Settings	settings;
@@ -719,8 +702,6 @@ propensity_ingest(PG_FUNCTION_ARGS)
 	int64		nlate = 0;
 	Datum		arg = PointerGetDatum(batch);
 
-	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "ingest() must return a record");
 	if (array_type != plans_array_type)
 	{
 		/* the extension was recreated: plans name the old row type */
@@ -733,20 +714,36 @@ propensity_ingest(PG_FUNCTION_ARGS)
 		plans_array_type = array_type;
 	}
 
+	memset(out, 0, sizeof(int64) * 5);
 	nest = prop_pin_search_path();
 	SPI_connect();
-	state = lock_state();
-	settings = load_settings();
-	engine_sync(&state, &settings);
-
-	memset(result, 0, sizeof(result));
 	if (nbatch > 0)
-	{
 		run_plan(P_ENSURE,
 				 "SELECT propensity.ensure_partitions(lo, hi)"
 				 "  FROM (SELECT min(event_time) AS lo, max(event_time) AS hi"
 				 "          FROM pg_catalog.unnest($1)) s WHERE lo IS NOT NULL",
 				 1, &array_type, &arg, NULL, SPI_OK_SELECT);
+	if (!attribute)
+	{
+		/* events only: the engine learns of them at its next rebuild or backfill */
+		if (nbatch > 0)
+			run_plan(P_INSERT_ONLY,
+					 "INSERT INTO propensity.events SELECT * FROM pg_catalog.unnest($1)"
+					 " ON CONFLICT DO NOTHING",
+					 1, &array_type, &arg, NULL, SPI_OK_INSERT);
+		out[0] = nbatch > 0 ? (int64) SPI_processed : 0;
+		out[1] = nbatch - out[0];
+		SPI_finish();
+		prop_restore_search_path(nest);
+		return;
+	}
+
+	state = lock_state();
+	settings = load_settings();
+	engine_sync(&state, &settings);
+
+	if (nbatch > 0)
+	{
 		run_plan(P_INSERT,
 				 "INSERT INTO propensity.events SELECT * FROM pg_catalog.unnest($1)"
 				 " ON CONFLICT DO NOTHING"
@@ -778,17 +775,41 @@ propensity_ingest(PG_FUNCTION_ARGS)
 		count_events(inputs, n, r->late, totals);
 		write_deltas(state.generation + 1, r, totals);
 		write_totals(totals);
-		result[3] = Int64GetDatum((int64) r->naffected);
-		result[4] = Int64GetDatum((int64) r->ndeltas);
+		out[3] = (int64) r->naffected;
+		out[4] = (int64) r->ndeltas;
 		save_state(1);
 		maybe_evict(&settings);
 	}
-	result[0] = Int64GetDatum((int64) n);
-	result[1] = Int64GetDatum((int64) nbatch - n);
-	result[2] = Int64GetDatum(nlate);
+	out[0] = n;
+	out[1] = nbatch - n;
+	out[2] = nlate;
 
 	SPI_finish();
 	prop_restore_search_path(nest);
+}
+
+/* ---- SQL functions ---- */
+
+/*
+ * ingest(batch events[]) -> (inserted, duplicates, late, conversions_evaluated, deltas)
+ */
+PG_FUNCTION_INFO_V1(propensity_ingest);
+Datum
+propensity_ingest(PG_FUNCTION_ARGS)
+{
+	ArrayType  *batch = PG_GETARG_ARRAYTYPE_P(0);
+	Oid			array_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	TupleDesc	rdesc;
+	Datum		result[5];
+	bool		rnulls[5] = {false, false, false, false, false};
+	int64		out[5];
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "ingest() must return a record");
+	prop_ingest(batch, array_type, true, out);
+	for (i = 0; i < 5; i++)
+		result[i] = Int64GetDatum(out[i]);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), result, rnulls)));
 }
 

@@ -9,12 +9,15 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "common/int.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "postmaster/bgworker_internals.h"
 #include "utils/timestamp.h"
 
 #include "propensity.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -107,6 +110,8 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	prop_worker_init();
+
 	MarkGUCPrefixReserved("propensity");
 }
 
@@ -197,4 +202,18 @@ void
 prop_restore_search_path(int nest_level)
 {
 	AtEOXact_GUC(true, nest_level);
+}
+
+Datum
+prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
 }

@@ -58,4 +58,16 @@ typedef struct LoadedModel
 extern void prop_load_model_by_name(const char *name, LoadedModel *out);
 extern void prop_load_model_by_id(int32 model_id, LoadedModel *out);
 
+/* A one-dimensional array Datum of n values (nulls may be NULL). */
+extern Datum prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype);
+
+/*
+ * Store a batch of events (an events[] array of type array_type) and, with
+ * attribute, run the attribution engine on the new ones, in the caller's
+ * transaction.  out[5]: inserted, duplicates, late, conversions evaluated,
+ * deltas.  Defined in attribution_engine.c.
+ */
+struct ArrayType;
+extern void prop_ingest(struct ArrayType *batch, Oid array_type, bool attribute, int64 *out);
+
 #endif

@@ -3,8 +3,9 @@
 #   sudo bash test/run-tests.sh
 # Installs what is missing, builds warning-free (-Werror), installs the
 # extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
-# checks the Avro schemas, and runs pg_regress against a temporary instance
-# it starts itself.
+# checks the Avro schemas, runs pg_regress against a temporary instance it
+# starts itself, and the TAP tests (PostgreSQL::Test::Cluster) that kill the
+# server during ingest and run concurrent producers.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -43,6 +44,9 @@ else
     echo "---- regression.diffs"
     cat "$work/regression.diffs" 2>/dev/null || true
 fi
+
+echo "== TAP (SIGKILL during ingest, concurrent producers)"
+if as_pg make -C "$work" -s tap; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,118 @@
+/*
+ * avro_decode.h - Avro messages in the Confluent wire format (magic byte 0,
+ * 4-byte big-endian schema id, Avro binary body) decoded into plain event
+ * structs, with the writer schema resolved to the reader schema
+ * schemas/event.avsc.  Pure C over avro-c; no PostgreSQL header.
+ *
+ * Safety: avro-c trusts lengths and indexes read from its input.  Every body
+ * is first walked against the writer schema by avro_validate_body(), which
+ * checks each length against the bytes that remain, each enum and union
+ * index against the schema, and each block count against the input size;
+ * only then does avro-c decode it, through an allocator bounded by the
+ * message size whose memory is released per message.
+ */
+#ifndef PROPENSITY_AVRO_DECODE_H
+#define PROPENSITY_AVRO_DECODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AVRO_WIRE_HEADER 5		/* magic byte + schema id */
+#define AVRO_MAX_DEPTH 32		/* nesting of writer schemas we decode */
+#define AVRO_ERR_LEN 256
+
+typedef struct AvroCodec AvroCodec;
+
+/* a string of the message; ptr == NULL means null */
+typedef struct AvroStr
+{
+	const char *ptr;
+	size_t		len;
+} AvroStr;
+
+/* One decoded event: field for field the reader schema schemas/event.avsc. */
+typedef struct EventRec
+{
+	AvroStr		event_id;
+	AvroStr		user_id;
+	int			event_type;		/* index into avro_event_types: IM, CL, PS, CN */
+	int64_t		event_time_ms;	/* timestamp-millis: ms since 1970-01-01 UTC */
+	bool		has_advertiser_id;
+	int64_t		advertiser_id;
+	bool		has_campaign_id;
+	int64_t		campaign_id;
+	AvroStr		auction_id;
+	bool		has_pixel_id;
+	int64_t		pixel_id;
+	AvroStr		publisher;
+	AvroStr		creative;
+	AvroStr		placement;
+	AvroStr		product;
+	bool		has_quantity;
+	int32_t		quantity;
+	bool		has_revenue;
+	double		revenue;
+} EventRec;
+
+extern const char *const avro_event_types[4];
+
+typedef enum AvroDecodeStatus
+{
+	AVRO_OK = 0,
+	AVRO_BAD_MESSAGE,			/* not decodable: error text says why */
+	AVRO_UNKNOWN_SCHEMA			/* schema id not added yet: add it, retry */
+} AvroDecodeStatus;
+
+/*
+ * A codec holds the reader schema and the writer schemas added to it by id.
+ * Schemas live in malloc'd memory until avro_codec_free().  NULL and an error
+ * text when reader_json is not a usable reader schema.
+ */
+extern AvroCodec *avro_codec_new(const char *reader_json, size_t len, char *err);
+extern void avro_codec_free(AvroCodec *codec);
+
+/*
+ * Parse a writer schema and check that it resolves to the reader schema
+ * (each reader field without a default is in the writer with a type that
+ * promotes to it).  0 on success; -1 and an error text otherwise.  With
+ * schema_id >= 0 the schema is also kept under that id for decoding.
+ */
+extern int	avro_codec_check_writer(AvroCodec *codec, int32_t schema_id,
+									const char *json, size_t len, char *err);
+extern bool avro_codec_has_schema(const AvroCodec *codec, int32_t schema_id);
+
+/* The schema id a wire-format message names; false if it has no header. */
+extern bool avro_wire_schema_id(const uint8_t *buf, size_t len, int32_t *schema_id);
+
+/*
+ * Decode one wire-format message.  On AVRO_OK the strings of *out point into
+ * memory that stays valid until the next call on this codec or
+ * avro_codec_release(); the caller copies what it keeps.
+ */
+extern AvroDecodeStatus avro_decode_event(AvroCodec *codec, const uint8_t *buf, size_t len,
+										  EventRec *out, char *err);
+
+/* Release what the last decode allocated (also done by the next decode). */
+extern void avro_codec_release(AvroCodec *codec);
+
+/* Bytes the per-message arena holds now (0 after a release); for tests. */
+extern size_t avro_codec_arena_bytes(const AvroCodec *codec);
+
+/*
+ * Walk an Avro binary body against the schema of writer schema_id without
+ * decoding it.  0 when the whole body is one well-formed value; -1 and an
+ * error text otherwise.
+ */
+extern int	avro_validate_body(const AvroCodec *codec, int32_t schema_id,
+							   const uint8_t *body, size_t len, char *err);
+
+/*
+ * Encode an event with the reader schema under schema_id, in the wire
+ * format, into buf (capacity cap).  Returns the length, or -1 and an error
+ * text (e.g. buf too small).
+ */
+extern long avro_encode_event(AvroCodec *codec, int32_t schema_id, const EventRec *ev,
+							  uint8_t *buf, size_t cap, char *err);
+
+#endif

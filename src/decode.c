@@ -1,0 +1,710 @@
+/*
+ * decode.c - messages to rows of propensity.events: Avro in the Confluent
+ * wire format through the core decoder (src/core/avro_decode.c) with writer
+ * schemas from propensity.avro_schemas, or a JSON object for people testing
+ * from psql.  Nothing here throws on bad input: a message that cannot become
+ * a valid event yields an error text, which the worker dead-letters.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "common/jsonapi.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/typcache.h"
+
+#include "propensity.h"
+#include "decode.h"
+#include "core/avro_decode.h"
+#include "core/event_schema.h"
+
+#define EPOCH_DIFF_MS (INT64CONST(946684800000))	/* 1970 to 2000, in ms */
+#define JSON_MAX_DEPTH 16
+
+static AvroCodec *codec = NULL;
+
+static AvroCodec *
+get_codec(void)
+{
+	char		err[AVRO_ERR_LEN];
+
+	if (codec == NULL)
+	{
+		codec = avro_codec_new(event_schema_json, strlen(event_schema_json), err);
+		if (codec == NULL)
+			elog(ERROR, "propensity reader schema: %s", err);
+	}
+	return codec;
+}
+
+/*
+ * Load writer schema `id` from the registry into the codec.  Needs an SPI
+ * connection.  false and an error text when it is missing or unusable.
+ */
+static bool
+load_schema(int32 id, char *err)
+{
+	Datum		arg = Int32GetDatum(id);
+	Oid			argtype = INT4OID;
+	bool		isnull;
+	Datum		d;
+	char	   *json;
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT schema FROM propensity.avro_schemas WHERE schema_id = $1",
+								1, &argtype, &arg, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "schema lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+	{
+		snprintf(err, AVRO_ERR_LEN, "unknown schema id %d", id);
+		return false;
+	}
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	json = TextDatumGetCString(d);
+	if (avro_codec_check_writer(get_codec(), id, json, strlen(json), err) != 0)
+	{
+		char		tmp[AVRO_ERR_LEN];
+
+		snprintf(tmp, sizeof(tmp), "schema id %d: %s", id, err);
+		strlcpy(err, tmp, AVRO_ERR_LEN);
+		return false;
+	}
+	return true;
+}
+
+/* ---- checks shared by both formats ---- */
+
+static bool
+text_value(AvroStr s, bool required, const char *name, Datum *value, bool *isnull, char *err)
+{
+	if (s.ptr == NULL)
+	{
+		if (required)
+		{
+			snprintf(err, AVRO_ERR_LEN, "%s is missing", name);
+			return false;
+		}
+		*isnull = true;
+		return true;
+	}
+	if (required && s.len == 0)
+	{
+		snprintf(err, AVRO_ERR_LEN, "%s is empty", name);
+		return false;
+	}
+	if (s.len > 10000)
+	{
+		snprintf(err, AVRO_ERR_LEN, "%s is longer than 10000 bytes", name);
+		return false;
+	}
+	if (!pg_verifymbstr(s.ptr, (int) s.len, true))
+	{
+		snprintf(err, AVRO_ERR_LEN, "%s is not valid UTF-8 text (or contains a zero byte)", name);
+		return false;
+	}
+	*value = PointerGetDatum(cstring_to_text_with_len(s.ptr, (int) s.len));
+	*isnull = false;
+	return true;
+}
+
+static bool
+time_value(int64 ms, Datum *value, char *err)
+{
+	int64		us;
+
+	if (pg_sub_s64_overflow(ms, EPOCH_DIFF_MS, &us) || pg_mul_s64_overflow(us, 1000, &us) ||
+		!IS_VALID_TIMESTAMP(us))
+	{
+		snprintf(err, AVRO_ERR_LEN, "event_time %lld ms is out of range", (long long) ms);
+		return false;
+	}
+	*value = TimestampTzGetDatum((TimestampTz) us);
+	return true;
+}
+
+/* EventRec -> events row; false and err if a field is not valid */
+static bool
+rec_to_row(const EventRec *r, Datum *values, bool *nulls, char *err)
+{
+	int			i;
+
+	for (i = 0; i < EVENT_NATTS; i++)
+		nulls[i] = false;
+	if (!time_value(r->event_time_ms, &values[EV_TIME], err) ||
+		!text_value(r->user_id, true, "user_id", &values[EV_USER], &nulls[EV_USER], err) ||
+		!text_value(r->event_id, true, "event_id", &values[EV_ID], &nulls[EV_ID], err) ||
+		!text_value(r->auction_id, false, "auction_id", &values[EV_AUCTION], &nulls[EV_AUCTION], err) ||
+		!text_value(r->publisher, false, "publisher", &values[EV_PUBLISHER], &nulls[EV_PUBLISHER], err) ||
+		!text_value(r->creative, false, "creative", &values[EV_CREATIVE], &nulls[EV_CREATIVE], err) ||
+		!text_value(r->placement, false, "placement", &values[EV_PLACEMENT], &nulls[EV_PLACEMENT], err) ||
+		!text_value(r->product, false, "product", &values[EV_PRODUCT], &nulls[EV_PRODUCT], err))
+		return false;
+	if (r->event_type < 0 || r->event_type > 3)
+	{
+		snprintf(err, AVRO_ERR_LEN, "event_type index %d out of range", r->event_type);
+		return false;
+	}
+	if (r->has_revenue && !isfinite(r->revenue))
+	{
+		snprintf(err, AVRO_ERR_LEN, "revenue is not finite");
+		return false;
+	}
+	values[EV_TYPE] = CStringGetTextDatum(avro_event_types[r->event_type]);
+	values[EV_ADVERTISER] = Int64GetDatum(r->advertiser_id);
+	nulls[EV_ADVERTISER] = !r->has_advertiser_id;
+	values[EV_CAMPAIGN] = Int64GetDatum(r->campaign_id);
+	nulls[EV_CAMPAIGN] = !r->has_campaign_id;
+	values[EV_PIXEL] = Int64GetDatum(r->pixel_id);
+	nulls[EV_PIXEL] = !r->has_pixel_id;
+	values[EV_QUANTITY] = Int32GetDatum(r->quantity);
+	nulls[EV_QUANTITY] = !r->has_quantity;
+	values[EV_REVENUE] = Float8GetDatum(r->revenue);
+	nulls[EV_REVENUE] = !r->has_revenue;
+	return true;
+}
+
+/* ---- JSON ---- */
+
+typedef struct JsonState
+{
+	int			depth;
+	int			field;			/* reader field index of the current key, -1 unknown */
+	bool		seen[14];
+	char	   *tok[14];		/* NULL with seen: JSON null */
+	JsonTokenType toktype[14];
+	char		err[AVRO_ERR_LEN];
+} JsonState;
+
+static const char *const json_fields[14] = {
+	"event_id", "user_id", "event_type", "event_time", "advertiser_id", "campaign_id",
+	"auction_id", "pixel_id", "publisher", "creative", "placement", "product", "quantity", "revenue"
+};
+
+static void
+js_object_start(void *state)
+{
+	JsonState  *s = state;
+
+	s->depth++;
+	if (s->depth > 1 && s->err[0] == '\0')
+		snprintf(s->err, AVRO_ERR_LEN, "field \"%s\" is an object, not a scalar",
+				 s->field >= 0 ? json_fields[s->field] : "?");
+}
+
+static void
+js_object_end(void *state)
+{
+	((JsonState *) state)->depth--;
+}
+
+static void
+js_array_start(void *state)
+{
+	JsonState  *s = state;
+
+	if (s->depth == 0 && s->err[0] == '\0')
+		snprintf(s->err, AVRO_ERR_LEN, "message is a JSON array, not an object");
+	else if (s->depth == 1 && s->field >= 0 && s->err[0] == '\0')
+		snprintf(s->err, AVRO_ERR_LEN, "field \"%s\" is an array, not a scalar", json_fields[s->field]);
+	s->depth++;
+}
+
+static void
+js_array_end(void *state)
+{
+	((JsonState *) state)->depth--;
+}
+
+static void
+js_field_start(void *state, char *fname, bool isnull)
+{
+	JsonState  *s = state;
+	int			i;
+
+	if (s->depth != 1)
+		return;
+	s->field = -1;
+	for (i = 0; i < 14; i++)
+		if (strcmp(fname, json_fields[i]) == 0)
+		{
+			s->field = i;
+			if (s->seen[i] && s->err[0] == '\0')
+				snprintf(s->err, AVRO_ERR_LEN, "field \"%s\" appears twice", fname);
+			s->seen[i] = true;
+			s->tok[i] = NULL;
+			break;
+		}
+}
+
+static void
+js_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	JsonState  *s = state;
+
+	if (s->depth == 0)
+	{
+		if (s->err[0] == '\0')
+			snprintf(s->err, AVRO_ERR_LEN, "message is a JSON scalar, not an object");
+		return;
+	}
+	if (s->depth != 1 || s->field < 0)
+		return;
+	s->toktype[s->field] = tokentype;
+	s->tok[s->field] = tokentype == JSON_TOKEN_NULL ? NULL : token;
+}
+
+static bool
+json_int(JsonState *s, int i, int64 lo, int64 hi, bool *has, int64 *out, char *err)
+{
+	char	   *end;
+	long long	v;
+
+	*has = false;
+	if (!s->seen[i] || s->tok[i] == NULL)
+		return true;
+	if (s->toktype[i] != JSON_TOKEN_NUMBER && s->toktype[i] != JSON_TOKEN_STRING)
+	{
+		snprintf(err, AVRO_ERR_LEN, "%s must be an integer", json_fields[i]);
+		return false;
+	}
+	errno = 0;
+	v = strtoll(s->tok[i], &end, 10);
+	if (errno != 0 || end == s->tok[i] || *end != '\0' || v < lo || v > hi)
+	{
+		snprintf(err, AVRO_ERR_LEN, "%s \"%.40s\" is not an integer in range", json_fields[i], s->tok[i]);
+		return false;
+	}
+	*has = true;
+	*out = v;
+	return true;
+}
+
+static AvroStr
+json_str(JsonState *s, int i)
+{
+	AvroStr		r = {NULL, 0};
+
+	if (s->seen[i] && s->tok[i] != NULL)
+	{
+		r.ptr = s->tok[i];
+		r.len = strlen(s->tok[i]);
+	}
+	return r;
+}
+
+/* event_time: epoch milliseconds, or a timestamptz string */
+static bool
+json_time(JsonState *s, int64 *ms, char *err)
+{
+	const int	i = 3;
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_tm tt;
+	fsec_t		fsec;
+	int			tz;
+	TimestampTz t;
+	bool		has;
+
+	if (!s->seen[i] || s->tok[i] == NULL)
+	{
+		snprintf(err, AVRO_ERR_LEN, "event_time is missing");
+		return false;
+	}
+	if (s->toktype[i] == JSON_TOKEN_NUMBER)
+		return json_int(s, i, PG_INT64_MIN, PG_INT64_MAX, &has, ms, err);
+	if (s->toktype[i] != JSON_TOKEN_STRING ||
+		ParseDateTime(s->tok[i], workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+		DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
+		dtype != DTK_DATE || tm2timestamp(&tt, fsec, &tz, &t) != 0 || !IS_VALID_TIMESTAMP(t))
+	{
+		snprintf(err, AVRO_ERR_LEN, "event_time \"%.60s\" is not a timestamp", s->tok[i]);
+		return false;
+	}
+	/* to ms since 1970, dropping sub-millisecond digits as Avro would */
+	*ms = (t - (t % 1000 + 1000) % 1000) / 1000 + EPOCH_DIFF_MS;
+	return true;
+}
+
+/* nesting depth outside strings, so the parser's recursion stays shallow */
+static bool
+json_too_deep(const char *buf, size_t len)
+{
+	int			depth = 0;
+	bool		in_str = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = buf[i];
+
+		if (in_str)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		}
+		else if (c == '"')
+			in_str = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > JSON_MAX_DEPTH)
+				return true;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return false;
+}
+
+static bool
+decode_json(const char *buf, size_t len, Datum *values, bool *nulls, char *err)
+{
+	JsonState	st;
+	JsonSemAction sem;
+	JsonLexContext *lex;
+	JsonParseErrorType perr;
+	EventRec	r;
+	AvroStr		type;
+	int64		v;
+	int			i;
+
+	if (!pg_verifymbstr(buf, (int) len, true))
+	{
+		snprintf(err, AVRO_ERR_LEN, "JSON message is not valid UTF-8 (or contains a zero byte)");
+		return false;
+	}
+	if (json_too_deep(buf, len))
+	{
+		snprintf(err, AVRO_ERR_LEN, "JSON message nested deeper than %d levels", JSON_MAX_DEPTH);
+		return false;
+	}
+	memset(&st, 0, sizeof(st));
+	st.field = -1;
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &st;
+	sem.object_start = js_object_start;
+	sem.object_end = js_object_end;
+	sem.array_start = js_array_start;
+	sem.array_end = js_array_end;
+	sem.object_field_start = js_field_start;
+	sem.scalar = js_scalar;
+	lex = makeJsonLexContextCstringLen(pnstrdup(buf, len), (int) len, GetDatabaseEncoding(), true);
+	perr = pg_parse_json(lex, &sem);
+	if (perr != JSON_SUCCESS)
+	{
+		snprintf(err, AVRO_ERR_LEN, "invalid JSON: %s", json_errdetail(perr, lex));
+		return false;
+	}
+	if (st.err[0] != '\0')
+	{
+		strlcpy(err, st.err, AVRO_ERR_LEN);
+		return false;
+	}
+
+	memset(&r, 0, sizeof(r));
+	for (i = 0; i < 14; i++)
+		if (st.seen[i] && st.tok[i] != NULL && i != 3 && i != 13 &&
+			(i == 0 || i == 1 || i == 2 || i == 6 || (i >= 8 && i <= 11)) &&
+			st.toktype[i] != JSON_TOKEN_STRING)
+		{
+			snprintf(err, AVRO_ERR_LEN, "%s must be a string", json_fields[i]);
+			return false;
+		}
+	r.event_id = json_str(&st, 0);
+	r.user_id = json_str(&st, 1);
+	type = json_str(&st, 2);
+	r.event_type = -1;
+	for (i = 0; type.ptr != NULL && i < 4; i++)
+		if (strcmp(type.ptr, avro_event_types[i]) == 0)
+			r.event_type = i;
+	if (r.event_type < 0)
+	{
+		if (type.ptr == NULL)
+			snprintf(err, AVRO_ERR_LEN, "event_type is missing");
+		else
+			snprintf(err, AVRO_ERR_LEN, "unknown event type \"%.20s\" (valid: IM, CL, PS, CN)", type.ptr);
+		return false;
+	}
+	if (!json_time(&st, &r.event_time_ms, err) ||
+		!json_int(&st, 4, PG_INT64_MIN, PG_INT64_MAX, &r.has_advertiser_id, &r.advertiser_id, err) ||
+		!json_int(&st, 5, PG_INT64_MIN, PG_INT64_MAX, &r.has_campaign_id, &r.campaign_id, err) ||
+		!json_int(&st, 7, PG_INT64_MIN, PG_INT64_MAX, &r.has_pixel_id, &r.pixel_id, err) ||
+		!json_int(&st, 12, PG_INT32_MIN, PG_INT32_MAX, &r.has_quantity, &v, err))
+		return false;
+	r.quantity = (int32) v;
+	r.auction_id = json_str(&st, 6);
+	r.publisher = json_str(&st, 8);
+	r.creative = json_str(&st, 9);
+	r.placement = json_str(&st, 10);
+	r.product = json_str(&st, 11);
+	if (st.seen[13] && st.tok[13] != NULL)
+	{
+		char	   *end;
+
+		if (st.toktype[13] != JSON_TOKEN_NUMBER)
+		{
+			snprintf(err, AVRO_ERR_LEN, "revenue must be a number");
+			return false;
+		}
+		r.revenue = strtod(st.tok[13], &end);
+		r.has_revenue = true;
+	}
+	return rec_to_row(&r, values, nulls, err);
+}
+
+/* ---- entry points ---- */
+
+bool
+prop_decode_message(const char *buf, size_t len, Datum *values, bool *nulls, char *err)
+{
+	EventRec	r;
+	AvroDecodeStatus st;
+	int32		id;
+	size_t		i;
+
+	err[0] = '\0';
+	if (len > 0 && buf[0] == 0)
+	{
+		AvroCodec  *c = get_codec();
+
+		st = avro_decode_event(c, (const uint8 *) buf, len, &r, err);
+		if (st == AVRO_UNKNOWN_SCHEMA && avro_wire_schema_id((const uint8 *) buf, len, &id))
+		{
+			if (!load_schema(id, err))
+				return false;
+			st = avro_decode_event(c, (const uint8 *) buf, len, &r, err);
+		}
+		if (st != AVRO_OK)
+			return false;
+		if (!rec_to_row(&r, values, nulls, err))
+		{
+			avro_codec_release(c);
+			return false;
+		}
+		avro_codec_release(c);
+		return true;
+	}
+	for (i = 0; i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'); i++)
+		;
+	if (i < len && buf[i] == '{')
+		return decode_json(buf, len, values, nulls, err);
+	snprintf(err, AVRO_ERR_LEN, len == 0 ? "empty message"
+			 : "neither the Avro wire format (magic byte 0) nor a JSON object");
+	return false;
+}
+
+void
+prop_check_events_rowtype(TupleDesc desc)
+{
+	static const char *const names[EVENT_NATTS] = {
+		"event_time", "user_id", "event_type", "event_id", "advertiser_id", "campaign_id",
+		"auction_id", "pixel_id", "publisher", "creative", "placement", "product", "quantity", "revenue"
+	};
+	int			i;
+
+	if (desc->natts != EVENT_NATTS)
+		elog(ERROR, "propensity.events has %d columns, expected %d", desc->natts, EVENT_NATTS);
+	for (i = 0; i < EVENT_NATTS; i++)
+		if (strcmp(NameStr(TupleDescAttr(desc, i)->attname), names[i]) != 0)
+			elog(ERROR, "propensity.events column %d is \"%s\", expected \"%s\"", i + 1,
+				 NameStr(TupleDescAttr(desc, i)->attname), names[i]);
+}
+
+/* ---- SQL functions ---- */
+
+PG_FUNCTION_INFO_V1(propensity_event_schema);
+Datum
+propensity_event_schema(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(event_schema_json));
+}
+
+PG_FUNCTION_INFO_V1(propensity_check_writer_schema);
+Datum
+propensity_check_writer_schema(PG_FUNCTION_ARGS)
+{
+	char	   *json = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char		err[AVRO_ERR_LEN];
+
+	if (avro_codec_check_writer(get_codec(), -1, json, strlen(json), err) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema does not resolve to the propensity event schema"),
+				 errdetail("%s", err),
+				 errhint("A writer schema is a record with event_id, user_id, event_type and event_time; see propensity.event_schema().")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * decode_message(bytea) -> events: what the worker would store, or the error
+ * it would dead-letter, raised as ERRCODE_INVALID_BINARY_REPRESENTATION.
+ */
+PG_FUNCTION_INFO_V1(propensity_decode_message);
+Datum
+propensity_decode_message(PG_FUNCTION_ARGS)
+{
+	bytea	   *msg = PG_GETARG_BYTEA_PP(0);
+	TupleDesc	desc;
+	Datum		values[EVENT_NATTS];
+	bool		nulls[EVENT_NATTS];
+	char		err[AVRO_ERR_LEN];
+	bool		ok;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "decode_message() must return a row");
+	prop_check_events_rowtype(desc);
+	SPI_connect();
+	ok = prop_decode_message(VARDATA_ANY(msg), VARSIZE_ANY_EXHDR(msg), values, nulls, err);
+	SPI_finish();
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("message cannot be decoded"),
+				 errdetail("%s", err)));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+static AvroStr
+datum_str(HeapTupleHeader row, TupleDesc desc, int attno, char **keep)
+{
+	HeapTupleData tup;
+	bool		isnull;
+	Datum		d;
+	AvroStr		s = {NULL, 0};
+
+	tup.t_len = HeapTupleHeaderGetDatumLength(row);
+	tup.t_data = row;
+	d = heap_getattr(&tup, attno + 1, desc, &isnull);
+	if (!isnull)
+	{
+		text	   *t = DatumGetTextPP(d);
+
+		s.ptr = VARDATA_ANY(t);
+		s.len = VARSIZE_ANY_EXHDR(t);
+		*keep = (char *) t;
+	}
+	return s;
+}
+
+static bool
+datum_int(HeapTupleHeader row, TupleDesc desc, int attno, int64 *out, bool is32, bool isfloat, double *dout)
+{
+	HeapTupleData tup;
+	bool		isnull;
+	Datum		d;
+
+	tup.t_len = HeapTupleHeaderGetDatumLength(row);
+	tup.t_data = row;
+	d = heap_getattr(&tup, attno + 1, desc, &isnull);
+	if (isnull)
+		return false;
+	if (isfloat)
+		*dout = DatumGetFloat8(d);
+	else
+		*out = is32 ? DatumGetInt32(d) : DatumGetInt64(d);
+	return true;
+}
+
+/* encode_events(events[], schema_id) -> bytea[] */
+PG_FUNCTION_INFO_V1(propensity_encode_events);
+Datum
+propensity_encode_events(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	int32		schema_id = PG_GETARG_INT32(1);
+	Oid			elemtype = ARR_ELEMTYPE(arr);
+	TupleDesc	desc = lookup_rowtype_tupdesc(elemtype, -1);
+	Datum	   *elems;
+	bool	   *enulls;
+	int			n;
+	int			i;
+	Datum	   *out;
+	bool	   *onulls;
+	int			dims[1];
+	int			lbs[1] = {1};
+	uint8	   *buf = palloc(65536);
+	char		err[AVRO_ERR_LEN];
+	AvroCodec  *c = get_codec();
+
+	prop_check_events_rowtype(desc);
+	if (schema_id < 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("schema id must not be negative")));
+	deconstruct_array(arr, elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &enulls, &n);
+	out = palloc(sizeof(Datum) * Max(n, 1));
+	onulls = palloc0(sizeof(bool) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		HeapTupleHeader row;
+		EventRec	r;
+		AvroStr		type;
+		char	   *keep = NULL;
+		int64		t;
+		int64		v = 0;
+		long		len;
+		int			k;
+
+		if (enulls[i])
+		{
+			onulls[i] = true;
+			continue;
+		}
+		row = DatumGetHeapTupleHeader(elems[i]);
+		memset(&r, 0, sizeof(r));
+		r.event_id = datum_str(row, desc, EV_ID, &keep);
+		r.user_id = datum_str(row, desc, EV_USER, &keep);
+		type = datum_str(row, desc, EV_TYPE, &keep);
+		r.event_type = -1;
+		for (k = 0; type.ptr != NULL && k < 4; k++)
+			if (type.len == 2 && memcmp(type.ptr, avro_event_types[k], 2) == 0)
+				r.event_type = k;
+		if (r.event_id.ptr == NULL || r.user_id.ptr == NULL || r.event_type < 0 ||
+			!datum_int(row, desc, EV_TIME, &t, false, false, NULL))
+			ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+							errmsg("event %d has no event_id, user_id, valid event_type or event_time", i + 1)));
+		r.event_time_ms = t / 1000 - (t % 1000 < 0 ? 1 : 0) + EPOCH_DIFF_MS;
+		r.has_advertiser_id = datum_int(row, desc, EV_ADVERTISER, &r.advertiser_id, false, false, NULL);
+		r.has_campaign_id = datum_int(row, desc, EV_CAMPAIGN, &r.campaign_id, false, false, NULL);
+		r.auction_id = datum_str(row, desc, EV_AUCTION, &keep);
+		r.has_pixel_id = datum_int(row, desc, EV_PIXEL, &r.pixel_id, false, false, NULL);
+		r.publisher = datum_str(row, desc, EV_PUBLISHER, &keep);
+		r.creative = datum_str(row, desc, EV_CREATIVE, &keep);
+		r.placement = datum_str(row, desc, EV_PLACEMENT, &keep);
+		r.product = datum_str(row, desc, EV_PRODUCT, &keep);
+		r.has_quantity = datum_int(row, desc, EV_QUANTITY, &v, true, false, NULL);
+		r.quantity = (int32) v;
+		r.has_revenue = datum_int(row, desc, EV_REVENUE, NULL, false, true, &r.revenue);
+		len = avro_encode_event(c, schema_id, &r, buf, 65536, err);
+		if (len < 0)
+			ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+							errmsg("event %d cannot be encoded", i + 1), errdetail("%s", err)));
+		{
+			bytea	   *b = palloc(VARHDRSZ + len);
+
+			SET_VARSIZE(b, VARHDRSZ + len);
+			memcpy(VARDATA(b), buf, len);
+			out[i] = PointerGetDatum(b);
+		}
+	}
+	ReleaseTupleDesc(desc);
+	dims[0] = n;
+	if (n == 0)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(BYTEAOID));
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(out, onulls, 1, dims, lbs, BYTEAOID, -1, false, TYPALIGN_INT));
+}

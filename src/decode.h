@@ -1,0 +1,42 @@
+/*
+ * decode.h - messages (Avro wire format or JSON) to rows of propensity.events,
+ * for the worker, consume() and replay_dead_letters().
+ */
+#ifndef PROPENSITY_DECODE_H
+#define PROPENSITY_DECODE_H
+
+#include "postgres.h"
+#include "access/tupdesc.h"
+
+/* the columns of propensity.events, in table order */
+#define EVENT_NATTS 14
+#define EV_TIME 0
+#define EV_USER 1
+#define EV_TYPE 2
+#define EV_ID 3
+#define EV_ADVERTISER 4
+#define EV_CAMPAIGN 5
+#define EV_AUCTION 6
+#define EV_PIXEL 7
+#define EV_PUBLISHER 8
+#define EV_CREATIVE 9
+#define EV_PLACEMENT 10
+#define EV_PRODUCT 11
+#define EV_QUANTITY 12
+#define EV_REVENUE 13
+
+#define DECODE_ERR_LEN 256
+
+/*
+ * Decode a message into the values of an events row (allocated in the
+ * current memory context).  Never throws for bad input: returns false with
+ * the reason in err (DECODE_ERR_LEN bytes).  Needs an SPI connection, to
+ * look up writer schemas not seen before.
+ */
+extern bool prop_decode_message(const char *buf, size_t len, Datum *values, bool *nulls,
+								char *err);
+
+/* Raise an error unless desc is the row type of propensity.events. */
+extern void prop_check_events_rowtype(TupleDesc desc);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * queue.h - consuming the embedded queue: one batch in the caller's
+ * transaction (queue.c), used by the ingest worker and by consume().
+ */
+#ifndef PROPENSITY_QUEUE_H
+#define PROPENSITY_QUEUE_H
+
+#include "postgres.h"
+
+extern int	propensity_batch_size;	/* messages per batch */
+
+typedef enum ConsumeStatus
+{
+	CONSUME_OK,					/* a batch ran (it may have been empty) */
+	CONSUME_BUSY,				/* another session holds the subscription */
+	CONSUME_PAUSED				/* the subscription is disabled */
+} ConsumeStatus;
+
+typedef struct ConsumeResult
+{
+	int64		messages;		/* read from the queue */
+	int64		events;			/* new events stored */
+	int64		duplicates;		/* events already stored (redelivered) */
+	int64		dead_letters;
+	int64		deltas;			/* attribution changelog rows */
+} ConsumeResult;
+
+/*
+ * Consume up to limit messages of topic for group, in the current
+ * transaction (READ COMMITTED).  With isolate, a failure to store the
+ * batch's events dead-letters them instead of raising the error.
+ */
+extern ConsumeStatus prop_consume_batch(const char *group, const char *topic, int limit,
+										bool isolate, ConsumeResult *res);
+
+/* Note a failed batch on its subscription (last_error, last_error_at). */
+extern void prop_record_error(const char *group, const char *topic, const char *message);
+
+#endif
