@@ -6,7 +6,7 @@ MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
 GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o
-GLUE_OBJS += src/decode.o src/queue.o src/worker.o
+GLUE_OBJS += src/decode.o src/queue.o src/worker.o src/bulk_insert.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o
 CORE_OBJS += src/core/avro_decode.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
@@ -74,6 +74,11 @@ PROVE_TESTS = test/t/*.pl
 .PHONY: tap
 tap:
 	$(prove_installcheck)
+
+# Ingest benchmark: the worker against binary COPY, and latency.
+.PHONY: bench-ingest
+bench-ingest:
+	bash test/bench/ingest.sh
 
 # Attribution benchmark: batch (plain SQL, aggregate, backfill) and streaming.
 bench-attribution:

@@ -267,6 +267,35 @@ END
 $$;
 SELECT count(*) AS worker_events FROM propensity.events WHERE event_id LIKE 'w-%';
 SELECT impressions FROM propensity.attribution_totals WHERE advertiser_id = 2;
+-- A batch that cannot be stored (here a trigger refuses one event) is not
+-- dropped: the worker records the error, retries the messages one at a
+-- time, stores the others and dead-letters the one that fails.
+CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.event_id = 'poison' THEN
+        RAISE EXCEPTION 'poisoned event';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER refuse_poison BEFORE INSERT ON propensity.events
+    FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+SELECT propensity.produce_many('events', ARRAY['k1', 'k2', 'k3'], ARRAY[
+    convert_to('{"event_id":"ok-1","user_id":"k1","event_type":"PS","event_time":"2026-03-06T00:00:00Z"}', 'UTF8'),
+    convert_to('{"event_id":"poison","user_id":"k2","event_type":"PS","event_time":"2026-03-06T00:00:00Z"}', 'UTF8'),
+    convert_to('{"event_id":"ok-2","user_id":"k3","event_type":"PS","event_time":"2026-03-06T00:00:00Z"}', 'UTF8')]);
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events', 'g1')) = 0;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT event_id FROM propensity.events WHERE event_id IN ('ok-1', 'poison', 'ok-2') ORDER BY 1;
+SELECT key, error FROM propensity.dead_letters WHERE consumer_group = 'g1' AND key LIKE 'k_';
+SELECT last_error FROM propensity.subscriptions WHERE consumer_group = 'g1';
+DROP TRIGGER refuse_poison ON propensity.events;
 SELECT propensity.worker_stop();
 SELECT propensity.worker_pid() IS NULL AS stopped;
 SELECT propensity.worker_stop() AS stop_again;

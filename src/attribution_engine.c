@@ -32,6 +32,9 @@
 
 #include "propensity.h"
 #include "core/attr_engine.h"
+#include "decode.h"
+#include "utils/resowner.h"
+#include "utils/typcache.h"
 
 #define DEFAULT_WINDOW_US (INT64CONST(30) * USECS_PER_DAY)
 #define EVICT_EVERY_US USECS_PER_HOUR
@@ -45,6 +48,7 @@ static AttrEngine *engine = NULL;
 static int64 engine_generation = -1;
 static char engine_xmin[32];
 static int64 engine_last_evict = 0;
+static size_t engine_events_after_evict = 0;
 static bool engine_dirty = false;	/* changed by the current transaction */
 static bool callbacks_registered = false;
 
@@ -119,6 +123,7 @@ engine_new(void)
 	a.ctx = engine_cxt;
 	engine = ae_create(&a);
 	engine_last_evict = 0;
+	engine_events_after_evict = 0;
 }
 
 /* ---- advertiser settings ---- */
@@ -176,7 +181,7 @@ lateness_us(Datum d)
 enum
 {
 	P_LOCK, P_SETTINGS, P_ENSURE, P_INSERT, P_LATE, P_CHANGELOG, P_CURRENT, P_TOTALS,
-	P_STATE, P_INSERT_ONLY, NPLANS
+	P_STATE, P_INSERT_ONLY, P_ENSURE_BOUNDS, NPLANS
 };
 
 static SPIPlanPtr plans[NPLANS];
@@ -310,43 +315,51 @@ save_state(int64 generation_add)
 /* ---- reading event rows ---- */
 
 /*
- * Columns 1..8 of a row: user_id, event_type, event_time, event_id,
- * advertiser_id, campaign_id, auction_id, pixel_id.  An event without an
- * advertiser cannot be attributed: it becomes a PS for the engine, which
- * only lets it move the watermark.
+ * An event's user_id, event_type, event_time, event_id, advertiser_id,
+ * campaign_id, auction_id and pixel_id (v[0..7], with nulls) as engine
+ * input.  An event without an advertiser cannot be attributed: it becomes a
+ * PS for the engine, which only lets it move the watermark.
  */
 static void
-row_to_input(HeapTuple tup, TupleDesc desc, AttrInput *in, char **type_out, bool *has_adv_out)
+values_to_input(const Datum *v, const bool *isnull, AttrInput *in, char **type_out,
+				bool *has_adv_out)
 {
-	bool		isnull;
-	Datum		d;
 	char	   *type;
 
 	memset(in, 0, sizeof(*in));
-	in->user_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+	in->user_id = TextDatumGetCString(v[0]);
 	in->user_len = strlen(in->user_id);
-	type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	type = TextDatumGetCString(v[1]);
 	in->type = strcmp(type, "IM") == 0 ? FEAT_IM : strcmp(type, "CL") == 0 ? FEAT_CL :
 		strcmp(type, "CN") == 0 ? FEAT_CN : FEAT_PS;
-	in->time_us = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	in->event_id = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-	d = SPI_getbinval(tup, desc, 5, &isnull);
-	if (isnull)
+	in->time_us = DatumGetTimestampTz(v[2]);
+	in->event_id = TextDatumGetCString(v[3]);
+	if (isnull[4])
 		in->type = FEAT_PS;
 	else
-		in->advertiser_id = DatumGetInt64(d);
+		in->advertiser_id = DatumGetInt64(v[4]);
 	if (type_out != NULL)
 		*type_out = type;
 	if (has_adv_out != NULL)
-		*has_adv_out = !isnull;
-	d = SPI_getbinval(tup, desc, 6, &isnull);
-	in->has_campaign = !isnull;
-	in->campaign_id = isnull ? 0 : DatumGetInt64(d);
-	d = SPI_getbinval(tup, desc, 7, &isnull);
-	in->auction_id = isnull ? NULL : TextDatumGetCString(d);
-	d = SPI_getbinval(tup, desc, 8, &isnull);
-	in->has_pixel = !isnull;
-	in->pixel_id = isnull ? 0 : DatumGetInt64(d);
+		*has_adv_out = !isnull[4];
+	in->has_campaign = !isnull[5];
+	in->campaign_id = isnull[5] ? 0 : DatumGetInt64(v[5]);
+	in->auction_id = isnull[6] ? NULL : TextDatumGetCString(v[6]);
+	in->has_pixel = !isnull[7];
+	in->pixel_id = isnull[7] ? 0 : DatumGetInt64(v[7]);
+}
+
+/* Columns 1..8 of a row, in the order values_to_input() takes them. */
+static void
+row_to_input(HeapTuple tup, TupleDesc desc, AttrInput *in, char **type_out, bool *has_adv_out)
+{
+	Datum		v[8];
+	bool		isnull[8];
+	int			i;
+
+	for (i = 0; i < 8; i++)
+		v[i] = SPI_getbinval(tup, desc, i + 1, &isnull[i]);
+	values_to_input(v, isnull, in, type_out, has_adv_out);
 }
 
 /* ---- rebuilding the cache ---- */
@@ -417,6 +430,7 @@ engine_rebuild(const EngineState *state, Settings *settings)
 	SPI_cursor_close(portal);
 	ae_observe_time(engine, state->max_time);
 	engine_last_evict = state->max_time;
+	engine_events_after_evict = ae_event_count(engine);
 	engine_generation = state->generation;
 	strlcpy(engine_xmin, state->xmin, sizeof(engine_xmin));
 	elog(DEBUG1, "propensity: attribution engine rebuilt: %zu keys, %zu events",
@@ -437,10 +451,19 @@ maybe_evict(Settings *settings)
 {
 	int64		max_time;
 
-	if (!ae_max_time(engine, &max_time) || max_time - engine_last_evict < EVICT_EVERY_US)
+	/*
+	 * An eviction visits every key, so it also waits until the engine has
+	 * grown by a quarter since the last one: its cost stays proportional to
+	 * the events applied however fast event time runs (a backlog or a
+	 * replay covers days of event time in minutes), and memory stays within
+	 * a quarter of what is in reach.
+	 */
+	if (!ae_max_time(engine, &max_time) || max_time - engine_last_evict < EVICT_EVERY_US ||
+		ae_event_count(engine) < engine_events_after_evict + Max(engine_events_after_evict / 4, 100000))
 		return;
 	(void) ae_evict(engine, settings_lookup, settings);
 	engine_last_evict = max_time;
+	engine_events_after_evict = ae_event_count(engine);
 }
 
 /* ---- writing what the engine said ---- */
@@ -679,10 +702,66 @@ count_events(const AttrInput *in, int n, const bool *late, HTAB *totals)
 /* ---- the ingest path, for ingest() and the worker ---- */
 
 /*
+ * Run the engine on n newly stored events and write what it said, in the
+ * current transaction; out[2..4] get late, conversions evaluated and
+ * deltas.  SPI is connected and the state row locked by the caller.
+ */
+static void
+apply_new_events(const EngineState *state, Settings *settings, AttrInput *inputs,
+				 char **type_names, bool *has_adv, int n, int64 *out)
+{
+	int64		max_before = 0;
+	const AttrBatchResult *r;
+	HTAB	   *totals;
+	int64		nlate = 0;
+	int			i;
+
+	/* a batch of redelivered events only changes nothing, not even the state row */
+	if (n == 0)
+		return;
+	/* from here until save_state() the cache is ahead of the database */
+	engine_dirty = true;
+	engine_generation = -1;
+	(void) ae_max_time(engine, &max_before);
+	r = ae_apply(engine, inputs, n, true, settings_lookup, settings);
+
+	totals = totals_create();
+	for (i = 0; i < n; i++)
+		nlate += r->late[i];
+	write_late(state->generation + 1, inputs, type_names, has_adv, n, r->late, max_before,
+			   settings, totals);
+	count_events(inputs, n, r->late, totals);
+	write_deltas(state->generation + 1, r, totals);
+	write_totals(totals);
+	out[2] = nlate;
+	out[3] = (int64) r->naffected;
+	out[4] = (int64) r->ndeltas;
+	save_state(1);
+	maybe_evict(settings);
+}
+
+static void
+reset_plans_for(Oid array_type)
+{
+	int			i;
+
+	if (array_type == plans_array_type)
+		return;
+	/* the extension was recreated: plans name the old row type */
+	for (i = 0; i < NPLANS; i++)
+		if (plans[i] != NULL)
+		{
+			SPI_freeplan(plans[i]);
+			plans[i] = NULL;
+		}
+	plans_array_type = array_type;
+}
+
+/*
  * Store a batch of events and, with attribute, apply the new ones to the
  * engine; out[] gets (inserted, duplicates, late, conversions_evaluated,
  * deltas).  Runs in the caller's transaction; may be called with or without
- * an SPI connection.  The ingest worker calls this for every batch.
+ * an SPI connection.  ingest() and the worker's fallback path call this.
  */
 void
 prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
@@ -691,29 +770,14 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	int			nest;
 	EngineState state;
 	Settings	settings;
-	AttrInput  *inputs;
-	char	  **type_names;
-	bool	   *has_adv;
+	AttrInput  *inputs = NULL;
+	char	  **type_names = NULL;
+	bool	   *has_adv = NULL;
 	int			n = 0;
 	uint64		i;
-	int64		max_before = 0;
-	const AttrBatchResult *r;
-	HTAB	   *totals;
-	int64		nlate = 0;
 	Datum		arg = PointerGetDatum(batch);
 
-	if (array_type != plans_array_type)
-	{
-		/* the extension was recreated: plans name the old row type */
-		for (i = 0; i < NPLANS; i++)
-			if (plans[i] != NULL)
-			{
-				SPI_freeplan(plans[i]);
-				plans[i] = NULL;
-			}
-		plans_array_type = array_type;
-	}
-
+	reset_plans_for(array_type);
 	memset(out, 0, sizeof(int64) * 5);
 	nest = prop_pin_search_path();
 	SPI_connect();
@@ -741,7 +805,6 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	state = lock_state();
 	settings = load_settings();
 	engine_sync(&state, &settings);
-
 	if (nbatch > 0)
 	{
 		run_plan(P_INSERT,
@@ -757,33 +820,124 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 			row_to_input(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &inputs[n],
 						 &type_names[n], &has_adv[n]);
 	}
-	/* a batch of redelivered events only changes nothing, not even the state row */
-	if (n > 0)
-	{
-
-		/* from here until save_state() the cache is ahead of the database */
-		engine_dirty = true;
-		engine_generation = -1;
-		(void) ae_max_time(engine, &max_before);
-		r = ae_apply(engine, inputs, n, true, settings_lookup, &settings);
-
-		totals = totals_create();
-		for (i = 0; i < (uint64) n; i++)
-			nlate += r->late[i];
-		write_late(state.generation + 1, inputs, type_names, has_adv, n, r->late, max_before,
-				   &settings, totals);
-		count_events(inputs, n, r->late, totals);
-		write_deltas(state.generation + 1, r, totals);
-		write_totals(totals);
-		out[3] = (int64) r->naffected;
-		out[4] = (int64) r->ndeltas;
-		save_state(1);
-		maybe_evict(&settings);
-	}
+	apply_new_events(&state, &settings, inputs, type_names, has_adv, n, out);
 	out[0] = n;
 	out[1] = nbatch - n;
-	out[2] = nlate;
+	SPI_finish();
+	prop_restore_search_path(nest);
+}
 
+/*
+ * The worker's path: rows[n] of events columns, decoded and valid.  They go
+ * in by COPY (multi-insert, as fast as COPY itself) inside a
+ * subtransaction; if one of them was stored before (a redelivery), the
+ * unique index refuses the COPY and the batch takes the INSERT ... ON
+ * CONFLICT DO NOTHING path of prop_ingest() instead.  With attribute, the
+ * engine runs on the new events.  out[] as for prop_ingest().
+ */
+void
+prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		bounds[2];
+	volatile bool copied = false;
+	EngineState state;
+	Settings	settings;
+	int			nest;
+	int			i;
+
+	memset(out, 0, sizeof(int64) * 5);
+	if (n == 0)
+		return;
+	reset_plans_for(get_array_type(rowtype));
+	nest = prop_pin_search_path();
+	SPI_connect();
+	bounds[0] = bounds[1] = rows[0].values[EV_TIME];
+	for (i = 1; i < n; i++)
+	{
+		TimestampTz t = DatumGetTimestampTz(rows[i].values[EV_TIME]);
+
+		if (t < DatumGetTimestampTz(bounds[0]))
+			bounds[0] = rows[i].values[EV_TIME];
+		if (t > DatumGetTimestampTz(bounds[1]))
+			bounds[1] = rows[i].values[EV_TIME];
+	}
+	run_plan(P_ENSURE_BOUNDS, "SELECT propensity.ensure_partitions($1, $2)",
+			 2, types, bounds, NULL, SPI_OK_SELECT);
+	if (attribute)
+	{
+		/* before the rows go in: a rebuild must not see them as old events */
+		state = lock_state();
+		settings = load_settings();
+		engine_sync(&state, &settings);
+	}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		(void) prop_copy_events(rows, n);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		copied = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			ReThrowError(edata);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+
+	if (!copied)
+	{
+		/* some were stored before: the general path skips them */
+		Datum	   *elems = palloc(sizeof(Datum) * n);
+		TupleDesc	desc = lookup_rowtype_tupdesc(rowtype, -1);
+
+		for (i = 0; i < n; i++)
+			elems[i] = HeapTupleGetDatum(heap_form_tuple(desc, rows[i].values, rows[i].nulls));
+		ReleaseTupleDesc(desc);
+		SPI_finish();
+		prop_restore_search_path(nest);
+		prop_ingest(construct_array(elems, n, rowtype, -1, false, TYPALIGN_DOUBLE),
+					get_array_type(rowtype), attribute, out);
+		return;
+	}
+	out[0] = n;
+	if (attribute)
+	{
+		AttrInput  *inputs = palloc(sizeof(AttrInput) * n);
+		char	  **type_names = palloc(sizeof(char *) * n);
+		bool	   *has_adv = palloc(sizeof(bool) * n);
+		static const int cols[8] = {EV_USER, EV_TYPE, EV_TIME, EV_ID, EV_ADVERTISER,
+		EV_CAMPAIGN, EV_AUCTION, EV_PIXEL};
+
+		for (i = 0; i < n; i++)
+		{
+			Datum		v[8];
+			bool		isnull[8];
+			int			k;
+
+			for (k = 0; k < 8; k++)
+			{
+				v[k] = rows[i].values[cols[k]];
+				isnull[k] = rows[i].nulls[cols[k]];
+			}
+			values_to_input(v, isnull, &inputs[i], &type_names[i], &has_adv[i]);
+		}
+		apply_new_events(&state, &settings, inputs, type_names, has_adv, n, out);
+	}
 	SPI_finish();
 	prop_restore_search_path(nest);
 }

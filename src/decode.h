@@ -27,6 +27,26 @@
 
 #define DECODE_ERR_LEN 256
 
+/* One decoded event: the values of a propensity.events row. */
+typedef struct EventRow
+{
+	Datum		values[EVENT_NATTS];
+	bool		nulls[EVENT_NATTS];
+} EventRow;
+
+/*
+ * Store rows in propensity.events by COPY (binary, multi-insert), in the
+ * current transaction; partitions must exist.  Returns the rows stored.  A
+ * row already stored raises unique_violation.  Defined in bulk_insert.c.
+ */
+extern uint64 prop_copy_events(const EventRow *rows, int n);
+
+/*
+ * Store rows and, with attribute, run attribution on them (the worker's
+ * path); out[5] as for prop_ingest().  Defined in attribution_engine.c.
+ */
+extern void prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out);
+
 /*
  * Decode a message into the values of an events row (allocated in the
  * current memory context).  Never throws for bad input: returns false with

@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -35,7 +36,7 @@ typedef struct Batch
 {
 	Oid			rowtype;
 	TupleDesc	desc;
-	Datum	   *events;
+	EventRow   *events;
 	int			nevents;
 	int			cap;
 	/* dead letters */
@@ -68,7 +69,7 @@ batch_init(Batch *b, int cap)
 	b->desc = lookup_rowtype_tupdesc_copy(b->rowtype, -1);
 	prop_check_events_rowtype(b->desc);
 	b->cap = Max(cap, 1);
-	b->events = palloc(sizeof(Datum) * b->cap);
+	b->events = palloc(sizeof(EventRow) * b->cap);
 	b->dcap = 16;
 	b->dl_part = palloc(sizeof(Datum) * b->dcap);
 	b->dl_off = palloc(sizeof(Datum) * b->dcap);
@@ -105,28 +106,21 @@ static bool
 batch_add(Batch *b, int32 part, int64 off, Datum key, bool key_null, Datum value)
 {
 	bytea	   *v = DatumGetByteaPP(value);
-	Datum		values[EVENT_NATTS];
-	bool		nulls[EVENT_NATTS];
 	char		err[DECODE_ERR_LEN];
 
-	if (!prop_decode_message(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), values, nulls, err))
+	if (b->nevents == b->cap)
+	{
+		b->cap *= 2;
+		b->events = repalloc(b->events, sizeof(EventRow) * b->cap);
+	}
+	if (!prop_decode_message(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), b->events[b->nevents].values,
+							 b->events[b->nevents].nulls, err))
 	{
 		batch_dead(b, part, off, key, key_null, value, err);
 		return false;
 	}
-	if (b->nevents == b->cap)
-	{
-		b->cap *= 2;
-		b->events = repalloc(b->events, sizeof(Datum) * b->cap);
-	}
-	b->events[b->nevents++] = HeapTupleGetDatum(heap_form_tuple(b->desc, values, nulls));
+	b->nevents++;
 	return true;
-}
-
-static ArrayType *
-batch_array(Batch *b, int from, int n)
-{
-	return construct_array(b->events + from, n, b->rowtype, -1, false, TYPALIGN_DOUBLE);
 }
 
 static void
@@ -167,7 +161,6 @@ store_events(Batch *b, bool attribute, bool isolate, const int32 *parts, const i
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	Oid			array_type = get_array_type(b->rowtype);
 	int			i;
 
 	memset(out, 0, sizeof(int64) * 5);
@@ -175,14 +168,14 @@ store_events(Batch *b, bool attribute, bool isolate, const int32 *parts, const i
 		return;
 	if (!isolate)
 	{
-		prop_ingest(batch_array(b, 0, b->nevents), array_type, attribute, out);
+		prop_ingest_rows(b->events, b->nevents, b->rowtype, attribute, out);
 		return;
 	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		prop_ingest(batch_array(b, 0, b->nevents), array_type, attribute, out);
+		prop_ingest_rows(b->events, b->nevents, b->rowtype, attribute, out);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -220,6 +213,14 @@ read_query(Oid topic_id)
 								1, &argtype, &arg, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
 		elog(ERROR, "topic %u has no storage slots", topic_id);
+	/*
+	 * The row comparison is the scan's only lower bound, so the index scan
+	 * starts at the position (or at the range's xmin) instead of checking
+	 * every older entry; txid < xmax ends it.  Each slot is read in index
+	 * order up to the limit, then merged: the planner does not turn a
+	 * filtered UNION ALL into an ordered merge by itself, and a sort of the
+	 * whole range would be paid on every batch.
+	 */
 	initStringInfo(&q);
 	appendStringInfoString(&q, "SELECT m.txid::text, m.msg_offset, m.partition, m.key, m.value FROM (");
 	for (i = 0; i < SPI_processed; i++)
@@ -229,15 +230,36 @@ read_query(Oid topic_id)
 
 		if (i > 0)
 			appendStringInfoString(&q, " UNION ALL ");
-		appendStringInfo(&q, "SELECT txid, msg_offset, partition, key, value FROM %s"
-						 " WHERE txid >= pg_snapshot_xmin($1::pg_snapshot)"
+		appendStringInfo(&q, "(SELECT txid, msg_offset, partition, key, value FROM %s"
+						 " WHERE (txid, msg_offset) > (greatest($3::xid8, pg_snapshot_xmin($1::pg_snapshot)), $4)"
 						 "   AND txid < pg_snapshot_xmax($2::pg_snapshot)"
-						 "   AND (txid, msg_offset) > ($3::xid8, $4)", tbl);
+						 "   AND pg_visible_in_snapshot(txid, $2::pg_snapshot)"
+						 "   AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)"
+						 " ORDER BY txid, msg_offset LIMIT $5)", tbl);
 	}
-	appendStringInfoString(&q, ") m WHERE pg_visible_in_snapshot(m.txid, $2::pg_snapshot)"
-						   " AND NOT pg_visible_in_snapshot(m.txid, $1::pg_snapshot)"
-						   " ORDER BY m.txid, m.msg_offset LIMIT $5");
+	appendStringInfoString(&q, ") m ORDER BY m.txid, m.msg_offset LIMIT $5");
 	return q.data;
+}
+
+/*
+ * The read must be the ordered index scans read_query() spells out: with no
+ * statistics yet on a freshly filled slot (or skewed ones), the planner may
+ * prefer a bitmap scan and a sort of the whole range, paid on every batch.
+ * Returns the GUC nest level to restore.
+ */
+static int
+force_ordered_scans(void)
+{
+	int			nest = NewGUCNestLevel();
+	static const char *const off[] = {"enable_seqscan", "enable_bitmapscan", "enable_sort"};
+	int			i;
+
+	for (i = 0; i < lengthof(off); i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
 }
 
 static char *
@@ -347,7 +369,13 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 	args[2] = CStringGetTextDatum(last_txid);
 	args[3] = Int64GetDatum(last_offset);
 	args[4] = Int32GetDatum(limit);
-	ret = SPI_execute_with_args(read_query(topic_id), 5, types, args, NULL, false, 0);
+	{
+		char	   *sql = read_query(topic_id);
+		int			gucs = force_ordered_scans();
+
+		ret = SPI_execute_with_args(sql, 5, types, args, NULL, false, 0);
+		AtEOXact_GUC(true, gucs);
+	}
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "queue read failed: %s", SPI_result_code_string(ret));
 	rows = SPI_tuptable;
@@ -489,7 +517,6 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 				elog(ERROR, "offset commit failed: %s", SPI_result_code_string(ret));
 		}
 	}
-	ReleaseTupleDesc(b.desc);
 	SPI_finish();
 	prop_restore_search_path(nest);
 	return CONSUME_OK;
@@ -633,12 +660,7 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 			}
 		}
 		for (k = 0; k < 2; k++)
-		{
-			if (b[k].nevents > 0)
-				prop_ingest(batch_array(&b[k], 0, b[k].nevents), get_array_type(b[k].rowtype),
-							k == 1, out);
-			ReleaseTupleDesc(b[k].desc);
-		}
+			prop_ingest_rows(b[k].events, b[k].nevents, b[k].rowtype, k == 1, out);
 		if (nok > 0)
 		{
 			Oid			t1 = INT8ARRAYOID;

@@ -79,5 +79,25 @@ SELECT count(*) FROM (
     FROM propensity.queue_1_0) s WHERE committed > earliest_higher}) > 0,
 	'producers committed out of offset order');
 
+# SIGHUP: a smaller batch size takes effect without a restart
+my $batches = $node->safe_psql('postgres', q{SELECT batches FROM propensity.subscriptions});
+$node->append_conf('postgresql.conf', "propensity.batch_size = 50\n");
+$node->reload;
+usleep(500_000);
+$node->safe_psql('postgres', q{
+SELECT propensity.produce_many('events', ARRAY(SELECT 'u' || i FROM generate_series(1, 1000) i),
+         ARRAY(SELECT convert_to(format('{"event_id":"h%s","user_id":"u%s","event_type":"PS","event_time":"2026-03-02T00:00:00Z"}', i, i), 'UTF8')
+                 FROM generate_series(1, 1000) i))});
+$tries = 0;
+while ($node->safe_psql('postgres', "SELECT sum(lag) FROM propensity.queue_lag('events')") > 0)
+{
+	die "the worker did not drain the queue" if ++$tries > 600;
+	usleep(100_000);
+}
+ok($node->safe_psql('postgres', q{SELECT batches FROM propensity.subscriptions}) - $batches >= 20,
+	'after a reload, 1000 messages took at least 20 batches of 50');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM propensity.events WHERE event_id LIKE 'h%'}), '1000',
+	'and all of them were stored');
+
 $node->stop;
 done_testing();
