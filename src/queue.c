@@ -522,7 +522,7 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 	return CONSUME_OK;
 }
 
-/* Record a batch's failure on its subscription (own transaction: caller's). */
+/* Note a batch's failure on its subscription, in the caller's (fresh) transaction. */
 void
 prop_record_error(const char *group, const char *topic, const char *message)
 {
