@@ -20,7 +20,7 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(PG_CFLAGS_EXTRA)
 SHLIB_LINK = -lavro -lm
 
-EXTRA_CLEAN = test/core/test_core test/core/test_core_vg test/core/test_avro test/core/test_avro_vg src/core/event_schema.h test/core/fuzz_generator results regression.diffs regression.out tmp_check
+EXTRA_CLEAN = test/core/test_core test/core/test_core_vg test/core/test_avro test/core/test_avro_vg src/core/event_schema.h test/core/fuzz_generator test/fuzz/fuzz_avro results regression.diffs regression.out tmp_check
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -59,6 +59,18 @@ test/core/test_avro_vg: $(AVRO_TEST_SRCS) src/core/avro_decode.h src/core/event_
 
 bench:
 	bash test/bench/bench.sh
+
+# Coverage-guided fuzzing of the Avro decoder (libFuzzer, clang):
+# make fuzz-avro [FUZZ_SECONDS=60]
+FUZZ_SECONDS ?= 60
+test/fuzz/fuzz_avro: test/fuzz/fuzz_avro.c src/core/avro_decode.c src/core/avro_decode.h src/core/event_schema.h
+	clang -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-o $@ test/fuzz/fuzz_avro.c src/core/avro_decode.c -lavro
+
+.PHONY: fuzz-avro
+fuzz-avro: test/fuzz/fuzz_avro
+	mkdir -p test/fuzz/corpus
+	./test/fuzz/fuzz_avro -max_total_time=$(FUZZ_SECONDS) -max_len=512 test/fuzz/corpus
 
 # The same tests without sanitizers, under Valgrind's memcheck.
 test/core/test_core_vg: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h

@@ -3,7 +3,7 @@
 #   sudo bash test/run-tests.sh
 # Installs what is missing, builds warning-free (-Werror), installs the
 # extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
-# checks the Avro schemas, runs pg_regress against a temporary instance it
+# fuzzes the Avro decoder for 30 s, checks the Avro schemas, runs pg_regress against a temporary instance it
 # starts itself, and the TAP tests (PostgreSQL::Test::Cluster) that kill the
 # server during ingest and run concurrent producers.
 set -euo pipefail
@@ -31,6 +31,13 @@ if make -C "$work" -s test-core; then passed=$((passed + 1)); else failed=$((fai
 
 echo "== core tests (Valgrind)"
 if make -C "$work" -s test-core-valgrind; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "== fuzz: Avro decoder, libFuzzer + ASan + UBSan, 30 s"
+if make -C "$work" -s fuzz-avro FUZZ_SECONDS=30 >"$work/fuzz.log" 2>&1; then
+    passed=$((passed + 1)); tail -1 "$work/fuzz.log"
+else
+    failed=$((failed + 1)); tail -40 "$work/fuzz.log"
+fi
 
 echo "== Avro schemas"
 if prove "$work/test/schemas.t"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi

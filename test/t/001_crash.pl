@@ -137,5 +137,23 @@ SELECT count(*) FROM streamed s FULL JOIN propensity.attribution_current a USING
  WHERE (s.kind, s.campaign_id, s.impression_event_id) IS DISTINCT FROM (a.kind, a.campaign_id, a.impression_event_id)}),
 	'0', 'attribution after the crashes equals a backfill over the stored events');
 
+# a worker terminated on its own (not by worker_stop()) comes back; one
+# stopped by worker_stop() stays stopped
+my $old = $node->safe_psql('postgres', 'SELECT propensity.worker_pid()');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($old)");
+$tries = 0;
+my $new = '';
+until ($new ne '' && $new ne $old)
+{
+	die "the worker did not come back" if ++$tries > 100;
+	usleep(100_000);
+	$new = $node->safe_psql('postgres', 'SELECT coalesce(propensity.worker_pid()::text, \'\')');
+}
+ok($new ne $old, "a terminated worker is restarted (pid $old, then $new)");
+is($node->safe_psql('postgres', 'SELECT propensity.worker_stop()'), 't', 'worker_stop() stops it');
+usleep(2_500_000);
+is($node->safe_psql('postgres', 'SELECT propensity.worker_pid() IS NULL'), 't',
+	'and it stays stopped past the restart interval');
+
 $node->stop;
 done_testing();
