@@ -306,15 +306,24 @@ run_batch(Subscription *s)
 	{
 		ErrorData  *edata;
 
+		bool		was_isolating = s->isolate > 0;
+		TimestampTz now;
+
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
-						s->topic, s->group, edata->message),
-				 errdetail("The next %d messages are consumed one at a time; one that fails again becomes a dead letter.",
-						   propensity_batch_size)));
+		now = GetCurrentTimestamp();
+		/* a failure that persists message by message is logged every 10 s */
+		if (!was_isolating || TimestampDifferenceExceeds(s->last_error_logged, now, 10000))
+		{
+			ereport(LOG,
+					(errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
+							s->topic, s->group, edata->message),
+					 errdetail("The next %d messages are consumed one at a time; one that fails again becomes a dead letter.",
+							   propensity_batch_size)));
+			s->last_error_logged = now;
+		}
 		s->isolate = propensity_batch_size;
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -322,7 +331,13 @@ run_batch(Subscription *s)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		FreeErrorData(edata);
-		consumed = 1;			/* try again at once */
+
+		/*
+		 * A failed batch is retried at once, one message at a time; a failure
+		 * even then is not about one message (a table gone, say): wait a poll
+		 * interval before the next try instead of spinning.
+		 */
+		consumed = was_isolating ? 0 : 1;
 	}
 	PG_END_TRY();
 	pgstat_report_stat(false);
