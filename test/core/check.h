@@ -22,5 +22,6 @@ extern int	failed;
 
 extern void test_attribution(void);
 extern void test_attr_engine(void);
+extern void test_logit(void);
 
 #endif

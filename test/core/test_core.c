@@ -335,6 +335,7 @@ main(void)
 	test_generator_late();
 	test_attribution();
 	test_attr_engine();
+	test_logit();
 	printf("core: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
