@@ -429,9 +429,7 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 			part_max[p] = Max(part_max[p], o);
 			part_count[p]++;
 		}
-		if (!key_nulls[slot])
-			k = PointerGetDatum(PG_DETOAST_DATUM_COPY(k));
-		v = PointerGetDatum(PG_DETOAST_DATUM_COPY(v));
+		/* k and v point into the read's tuple table, which lives until SPI_finish */
 		if (batch_add(&b, p, o, k, key_nulls[slot], v))
 		{
 			parts[slot] = p;
@@ -649,7 +647,6 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 			Batch	   *bb = &b[attr ? 1 : 0];
 
 			last_id = id;
-			v = PointerGetDatum(PG_DETOAST_DATUM_COPY(v));
 			if (batch_add(bb, 0, id, (Datum) 0, true, v))
 				ok_ids[nok++] = Int64GetDatum(id);
 			else

@@ -40,6 +40,14 @@ CREATE INDEX ON gen (n);
 VACUUM ANALYZE gen;
 SELECT propensity.ensure_partitions('2026-09-30', '2026-11-02');
 SELECT propensity.create_topic('events', 8);
+-- waits until a consumer group has committed n messages
+CREATE FUNCTION wait_consumed(grp text, n bigint) RETURNS void LANGUAGE plpgsql AS \$\$
+BEGIN
+    WHILE (SELECT messages FROM propensity.subscriptions WHERE consumer_group = grp) < n LOOP
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+\$\$;
 COPY (SELECT (e).* FROM gen ORDER BY n) TO '$bin' (FORMAT binary);
 \timing on
 \echo '== (p) produce $MESSAGES Avro messages, 100000 per transaction'
@@ -66,13 +74,7 @@ CHECKPOINT;
 \echo '== (w) the worker drains the queue: events only'
 SELECT clock_timestamp() AS t0 \gset
 SELECT propensity.subscribe('events', 'plain', attribute => false);
-DO \$\$
-BEGIN
-    WHILE (SELECT messages FROM propensity.subscriptions WHERE consumer_group = 'plain') < $MESSAGES LOOP
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END
-\$\$;
+SELECT wait_consumed('plain', $MESSAGES);
 SELECT extract(epoch FROM clock_timestamp() - :'t0') AS worker_s \gset
 SELECT round(:worker_s::numeric, 2) AS worker_seconds, round($MESSAGES / :worker_s) AS worker_msgs_per_s,
        round((:copy_s / :worker_s)::numeric, 2) AS worker_vs_copy,
@@ -83,13 +85,7 @@ CHECKPOINT;
 \echo '== (a) the worker drains the queue: events and attribution'
 SELECT clock_timestamp() AS t0 \gset
 SELECT propensity.subscribe('events', 'attr', attribute => true);
-DO \$\$
-BEGIN
-    WHILE (SELECT messages FROM propensity.subscriptions WHERE consumer_group = 'attr') < $MESSAGES LOOP
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END
-\$\$;
+SELECT wait_consumed('attr', $MESSAGES);
 SELECT extract(epoch FROM clock_timestamp() - :'t0') AS attr_s \gset
 SELECT round(:attr_s::numeric, 2) AS worker_seconds, round($MESSAGES / :attr_s) AS worker_msgs_per_s,
        round((:copy_s / :attr_s)::numeric, 2) AS worker_vs_copy,
@@ -105,13 +101,7 @@ SELECT propensity.create_topic('steady_$mode', 8);
 SELECT propensity.subscribe('steady_$mode', 'lat_$mode', attribute => ('$mode' = 'attr'));
 CALL propensity.run_producer('steady_$mode', 'all', seed => $( [ $mode = plain ] && echo 99 || echo 98 ), n_events => $((RATE * SECONDS_STEADY)), n_users => 100000,
      start_time => '2026-11-05', duration => '1 day', out_of_order => 0.1, rate => $RATE, batch_size => $((RATE / 100)));
-DO \$\$
-BEGIN
-    WHILE (SELECT messages FROM propensity.subscriptions WHERE consumer_group = 'lat_$mode') < $((RATE * SECONDS_STEADY)) LOOP
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END
-\$\$;
+SELECT wait_consumed('lat_$mode', $((RATE * SECONDS_STEADY)));
 SELECT propensity.pause_subscription('steady_$mode', 'lat_$mode');
 SELECT 'queue_' || topic_id || '_0' AS tbl FROM propensity.topics WHERE topic = 'steady_$mode' \\gset
 WITH m AS (
