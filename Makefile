@@ -13,7 +13,7 @@ OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic fitting
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -95,3 +95,9 @@ bench-ingest:
 # Attribution benchmark: batch (plain SQL, aggregate, backfill) and streaming.
 bench-attribution:
 	bash test/bench/attribution.sh
+
+# Fitting benchmark: IRLS iterations serial/parallel vs plain SQL, and
+# scoring with a fitted model (EXAMPLES, EVENTS, USERS resize it).
+.PHONY: bench-fit
+bench-fit:
+	bash test/bench/fit.sh

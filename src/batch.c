@@ -222,30 +222,41 @@ partitions_upto(Oid parent, TimestampTz as_of)
 
 /*
  * Put one row per user into the result tuplestore.  The user id and the
- * features array are built in place in reusable buffers: with a million
- * users, a palloc per value is a visible share of the run.
+ * arrays are built in place in reusable buffers: with a million users, a
+ * palloc per value is a visible share of the run.  A result with a fourth
+ * column (model_snapshot) also gets the model's inputs, transform(feature).
  */
+static ArrayType *
+float8_array_buffer(int n)
+{
+	Size		size = ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * n;
+	ArrayType  *a = palloc0(size);
+
+	SET_VARSIZE(a, size);
+	a->ndim = 1;
+	a->dataoffset = 0;
+	a->elemtype = FLOAT8OID;
+	ARR_DIMS(a)[0] = n;
+	ARR_LBOUND(a)[0] = 1;
+	return a;
+}
+
 static void
 emit(ReturnSetInfo *rsinfo, const UserTable *table, const FeatModel *model)
 {
 	int			nterms = model->nterms;
-	Size		array_size = ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * nterms;
-	ArrayType  *features = palloc0(array_size);
+	bool		with_inputs = rsinfo->setDesc->natts >= 4;
+	ArrayType  *features = float8_array_buffer(nterms);
+	ArrayType  *inputs = float8_array_buffer(nterms);
+	float8	   *input_values = (float8 *) ARR_DATA_PTR(inputs);
 	text	   *user = palloc(VARHDRSZ + 64);
 	Size		user_cap = 64;
 	size_t		pos = 0;
 	const char *key;
 	uint32		len;
 	const double *acc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-
-	SET_VARSIZE(features, array_size);
-	features->ndim = 1;
-	features->dataoffset = 0;
-	features->elemtype = FLOAT8OID;
-	ARR_DIMS(features)[0] = nterms;
-	ARR_LBOUND(features)[0] = 1;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
 
 	while (ut_next(table, &pos, &key, &len, &acc))
 	{
@@ -260,9 +271,16 @@ emit(ReturnSetInfo *rsinfo, const UserTable *table, const FeatModel *model)
 		values[0] = PointerGetDatum(user);
 		values[1] = Float8GetDatum(feat_score(model, acc));
 		values[2] = PointerGetDatum(features);
+		if (with_inputs)
+		{
+			for (int i = 0; i < nterms; i++)
+				input_values[i] = feat_input(&model->terms[i], acc[i]);
+			values[3] = PointerGetDatum(inputs);
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	pfree(features);
+	pfree(inputs);
 	pfree(user);
 }
 
@@ -579,14 +597,15 @@ score_parallel(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64
 	return fits;
 }
 
-/* score_all(as_of timestamptz, model text) returns (user_id, score, features) */
-PG_FUNCTION_INFO_V1(propensity_score_all);
-Datum
-propensity_score_all(PG_FUNCTION_ARGS)
+/*
+ * Score every user with events up to as_of under a loaded model into the
+ * function's result set.
+ */
+static void
+score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64		as_of = prop_arg_time(fcinfo, 0, "as-of time");
-	LoadedModel lm;
+	LoadedModel lm = *loaded;
 	Oid			parent;
 	Relation	parent_rel;
 	List	   *parts;
@@ -596,8 +615,6 @@ propensity_score_all(PG_FUNCTION_ARGS)
 	double		expected;
 	Size		limit_bytes = (Size) propensity_batch_memory * 1024;
 	size_t		max_users;
-
-	prop_load_model_by_name(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)), &lm);
 
 	parent = events_relid();
 	if (pg_class_aclcheck(parent, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
@@ -647,5 +664,38 @@ propensity_score_all(PG_FUNCTION_ARGS)
 
 	MemoryContextDelete(tablecxt);
 	table_close(parent_rel, AccessShareLock);
+}
+
+/* score_all(as_of timestamptz, model text) returns (user_id, score, features) */
+PG_FUNCTION_INFO_V1(propensity_score_all);
+Datum
+propensity_score_all(PG_FUNCTION_ARGS)
+{
+	int64		as_of = prop_arg_time(fcinfo, 0, "as-of time");
+	LoadedModel lm;
+
+	prop_load_model_by_name(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)), &lm);
+	score_all_into(fcinfo, as_of, &lm);
+	return (Datum) 0;
+}
+
+/*
+ * model_snapshot(as_of timestamptz, model_id integer) returns (user_id,
+ * score, features, inputs): score_all for one stored model version, with
+ * the inputs that its coefficients multiply (training and evaluation).
+ */
+PG_FUNCTION_INFO_V1(propensity_model_snapshot);
+Datum
+propensity_model_snapshot(PG_FUNCTION_ARGS)
+{
+	int64		as_of = prop_arg_time(fcinfo, 0, "as-of time");
+	LoadedModel lm;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("model id must not be null")));
+	prop_load_model_by_id(PG_GETARG_INT32(1), &lm);
+	score_all_into(fcinfo, as_of, &lm);
 	return (Datum) 0;
 }

@@ -78,14 +78,7 @@ feat_linear(const FeatModel *model, const double *acc)
 	int			i;
 
 	for (i = 0; i < model->nterms; i++)
-	{
-		const FeatTerm *term = &model->terms[i];
-		double		x = acc[i];
-
-		if (term->transform == FEAT_LOG1P)
-			x = log1p(x);
-		z += term->coef * x;
-	}
+		z += model->terms[i].coef * feat_input(&model->terms[i], acc[i]);
 	return z;
 }
 

@@ -79,6 +79,13 @@ feat_contribution(FeatKind kind, int64_t span_us, int64_t event_us, int64_t as_o
 extern void feat_accumulate(const FeatModel *model, double *acc,
 							FeatEventType type, int64_t event_us, int64_t as_of_us);
 
+/* transform(feature): the input that a term's coefficient multiplies */
+static inline double
+feat_input(const FeatTerm *term, double feature)
+{
+	return term->transform == FEAT_LOG1P ? log1p(feature) : feature;
+}
+
 /* z = intercept + sum coef * transform(acc[i]) */
 extern double feat_linear(const FeatModel *model, const double *acc);
 extern double feat_sigmoid(double z);
