@@ -8,7 +8,8 @@
 # worker drain it into the event store with attribution, and shows the queue
 # status, the dead letters, partitions, the event mix, the top users by
 # propensity with their features, and PC/PV attribution: totals, a
-# retraction, the daily view.
+# retraction, the daily view; then fits a model on the stream and evaluates
+# it next to the seed model on a held-out range.
 # KEEP=1 leaves the server running.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -146,6 +147,41 @@ SELECT day, sum(impressions) AS impressions, sum(clicks) AS clicks, sum(pc) AS p
        sum(unattributed) AS unattributed
   FROM propensity.attribution_daily WHERE advertiser_id = 1
  GROUP BY day ORDER BY impressions DESC, day LIMIT 5;
+\echo
+\echo '== Fitting a model on the stream: the seed model''s terms, fitted on daily snapshots Oct 8-20'
+\echo '   (label: converts within 3 days; users active in the 7 days before), stored as model "fitted"'
+SELECT version, iterations, examples, positives, round(log_likelihood::numeric, 1) AS log_likelihood
+  FROM propensity.fit_model('fitted', '2026-10-08', '2026-10-20', spec => 'seed',
+                            horizon => '3 days', lookback => '7 days');
+WITH v AS (SELECT m.name AS model,
+                  array_prepend('intercept', ARRAY(SELECT u.name FROM unnest(m.terms) u)) AS terms,
+                  array_prepend(m.intercept, ARRAY(SELECT u.coefficient FROM unnest(m.terms) u)) AS coefficients
+             FROM propensity.models m
+            WHERE m.model_id IN (propensity.model_id('seed'), propensity.model_id('fitted')))
+SELECT u.term, u.seed, round(u.fitted::numeric, 3) AS fitted, round(u.se::numeric, 3) AS std_error
+  FROM (SELECT * FROM v WHERE model = 'seed') s, (SELECT * FROM v WHERE model = 'fitted') f,
+       propensity.model_fits fi,
+       unnest(s.terms, s.coefficients, f.coefficients, fi.std_errors) u(term, seed, fitted, se)
+ WHERE fi.model_id = propensity.model_id('fitted');
+\echo '== Held-out evaluation (as-of Oct 24-27, after every training label window): seed vs fitted'
+SELECT m AS model, e.examples, e.positives, round(e.auc::numeric, 4) AS auc,
+       round(e.log_loss::numeric, 4) AS log_loss, round(e.brier::numeric, 4) AS brier
+  FROM unnest(ARRAY['seed', 'fitted']) m,
+       propensity.evaluate_model(m, '2026-10-24', '2026-10-27', horizon => '3 days', lookback => '7 days') e;
+\echo '== Calibration and gain by decile (decile 1 = highest scores): predicted vs observed conversion rate'
+SELECT d.decile, round(s.mean_score::numeric, 3) AS seed_predicted, round(s.observed_rate::numeric, 3) AS seed_observed,
+       round(f.mean_score::numeric, 3) AS fitted_predicted, round(f.observed_rate::numeric, 3) AS fitted_observed,
+       round(s.lift::numeric, 2) AS seed_lift, round(f.lift::numeric, 2) AS fitted_lift,
+       round(s.cumulative_gain::numeric, 3) AS seed_gain, round(f.cumulative_gain::numeric, 3) AS fitted_gain
+  FROM generate_series(1, 10) d(decile)
+  JOIN propensity.model_evaluation_deciles s ON s.decile = d.decile
+       AND s.evaluation_id = (SELECT min(evaluation_id) FROM propensity.model_evaluations)
+  JOIN propensity.model_evaluation_deciles f ON f.decile = d.decile
+       AND f.evaluation_id = (SELECT max(evaluation_id) FROM propensity.model_evaluations)
+ ORDER BY d.decile;
+\echo '== Scoring uses the new version at once: top 5 users as of 2026-10-31 under "fitted"'
+SELECT user_id, round(score::numeric, 4) AS fitted, round(propensity.score(user_id, '2026-10-31', 'seed')::numeric, 4) AS seed
+  FROM propensity.score_all('2026-10-31', 'fitted') ORDER BY score DESC, user_id LIMIT 5;
 SQL
 if [ "${KEEP:-0}" = 1 ]; then
     echo "server left running: psql -h $DIR -p 5496 -U postgres demo"
