@@ -461,3 +461,164 @@ GRANT SELECT ON @extschema@.model_fits, @extschema@.model_evaluations,
     @extschema@.model_evaluation_deciles, @extschema@.model_evaluation_summary TO propensity_reader;
 GRANT INSERT, DELETE ON @extschema@.model_fits, @extschema@.model_evaluations,
     @extschema@.model_evaluation_deciles TO propensity_admin;
+
+-- ---------------------------------------------------------------------------
+-- Propensity over time (SPEC section 4; issue 5, first part): the event-time
+-- history of tracked models, kept as a table and its changelog, corrected
+-- as events arrive in any order.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.history_points(model_id integer, users text[] DEFAULT NULL,
+                                           from_times timestamptz[] DEFAULT NULL)
+RETURNS TABLE (user_id text, event_time timestamptz, score double precision)
+AS 'MODULE_PATHNAME', 'propensity_history_points'
+LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 100000;
+COMMENT ON FUNCTION @extschema@.history_points(integer, text[], timestamptz[]) IS
+    'A model version''s score at every distinct event time of the users (all users when NULL), at or after each user''s from time, recomputed from the stored events';
+
+CREATE TABLE @extschema@.history_models (
+    model      text PRIMARY KEY,
+    tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.history_models IS
+    'Models whose event-time score history is kept in score_history (each by name: its latest version scores new points)';
+
+CREATE TABLE @extschema@.score_history (
+    model      text NOT NULL REFERENCES @extschema@.history_models ON DELETE CASCADE,
+    user_id    text NOT NULL,
+    event_time timestamptz NOT NULL,
+    score      double precision NOT NULL,
+    model_id   integer NOT NULL,          -- the version that computed this point
+    PRIMARY KEY (model, user_id, event_time)
+);
+COMMENT ON TABLE @extschema@.score_history IS
+    'Event-time propensity history: per tracked model and user, the score at each distinct event time from the events up to it; equal to history_points() over the stored events';
+
+CREATE TABLE @extschema@.score_history_changelog (
+    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model      text NOT NULL,
+    user_id    text NOT NULL,
+    event_time timestamptz NOT NULL,
+    old_score  double precision,          -- NULL: a new point
+    new_score  double precision NOT NULL,
+    model_id   integer NOT NULL,
+    logged_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX score_history_changelog_user_idx ON @extschema@.score_history_changelog (model, user_id, event_time);
+COMMENT ON TABLE @extschema@.score_history_changelog IS
+    'Every change to score_history: new points (old_score NULL) and corrections of later points by events that arrived out of order';
+
+-- Recompute the points of these users at or after their earliest given time
+-- and write what changed; duplicates in the arrays are fine.  Called by
+-- ingest() and the worker in the batch's transaction.
+CREATE FUNCTION @extschema@.history_refresh(users text[], from_times timestamptz[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m record;
+    mid integer;
+    changed bigint;
+    total bigint := 0;
+BEGIN
+    IF users IS NULL OR cardinality(users) = 0 THEN
+        RETURN 0;           -- (history_points() would take NULL as every user)
+    END IF;
+    -- the rows locked serialize batches: each statement below then reads
+    -- the events of every batch committed before this one got the lock
+    FOR m IN SELECT h.model FROM @extschema@.history_models h ORDER BY h.model FOR UPDATE LOOP
+        mid := @extschema@.model_id(m.model);
+        WITH u AS (
+            SELECT x.user_id, min(x.from_time) AS from_time
+              FROM unnest(users, from_times) AS x(user_id, from_time)
+             WHERE x.user_id IS NOT NULL AND x.from_time IS NOT NULL
+             GROUP BY x.user_id),
+        p AS (SELECT * FROM @extschema@.history_points(mid, users, from_times)),
+        old AS (
+            SELECT s.user_id, s.event_time, s.score, s.model_id
+              FROM @extschema@.score_history s JOIN u ON s.user_id = u.user_id AND s.event_time >= u.from_time
+             WHERE s.model = m.model),
+        diff AS (
+            SELECT p.user_id, p.event_time, o.score AS old_score, p.score AS new_score
+              FROM p LEFT JOIN old o USING (user_id, event_time)
+             WHERE (o.score, o.model_id) IS DISTINCT FROM (p.score, mid)),
+        logged AS (
+            INSERT INTO @extschema@.score_history_changelog (model, user_id, event_time, old_score, new_score, model_id)
+            SELECT m.model, d.user_id, d.event_time, d.old_score, d.new_score, mid FROM diff d)
+        INSERT INTO @extschema@.score_history AS s (model, user_id, event_time, score, model_id)
+        SELECT m.model, d.user_id, d.event_time, d.new_score, mid FROM diff d
+        ON CONFLICT (model, user_id, event_time) DO UPDATE SET score = excluded.score, model_id = excluded.model_id;
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        total := total + changed;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.history_refresh(text[], timestamptz[]) IS
+    'Correct the score history of users from their earliest new event on, for every tracked model; returns the points written';
+
+CREATE FUNCTION @extschema@.history_rebuild(model text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mid integer := @extschema@.model_id(history_rebuild.model);
+    n bigint;
+BEGIN
+    PERFORM 1 FROM @extschema@.history_models h WHERE h.model = history_rebuild.model FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the history of model "%" is not kept', history_rebuild.model
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Start it with SELECT propensity.track_history(''model'').';
+    END IF;
+    DELETE FROM @extschema@.score_history s WHERE s.model = history_rebuild.model;
+    INSERT INTO @extschema@.score_history (model, user_id, event_time, score, model_id)
+    SELECT history_rebuild.model, p.user_id, p.event_time, p.score, mid
+      FROM @extschema@.history_points(mid) p;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.history_rebuild(text) IS
+    'Recompute a tracked model''s whole score history from the stored events (the changelog is not written); returns the points';
+
+CREATE FUNCTION @extschema@.track_history(model text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM @extschema@.model_id(track_history.model);   -- it must exist
+    INSERT INTO @extschema@.history_models (model) VALUES (track_history.model)
+    ON CONFLICT DO NOTHING;
+    RETURN @extschema@.history_rebuild(track_history.model);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.track_history(text) IS
+    'Keep the event-time score history of a model from now on, built first from the stored events; returns the points';
+
+CREATE FUNCTION @extschema@.untrack_history(model text)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    DELETE FROM @extschema@.score_history_changelog c WHERE c.model = untrack_history.model;
+    DELETE FROM @extschema@.history_models h WHERE h.model = untrack_history.model RETURNING true;
+END;
+COMMENT ON FUNCTION @extschema@.untrack_history(text) IS
+    'Stop keeping a model''s score history and drop it';
+
+REVOKE ALL ON FUNCTION @extschema@.history_rebuild(text), @extschema@.track_history(text),
+    @extschema@.untrack_history(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.history_points(integer, text[], timestamptz[]) TO propensity_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.history_refresh(text[], timestamptz[]) TO propensity_writer;
+GRANT EXECUTE ON FUNCTION @extschema@.history_rebuild(text), @extschema@.track_history(text),
+    @extschema@.untrack_history(text) TO propensity_admin;
+GRANT SELECT ON @extschema@.history_models, @extschema@.score_history,
+    @extschema@.score_history_changelog TO propensity_reader;
+GRANT SELECT, UPDATE ON @extschema@.history_models TO propensity_writer;
+GRANT INSERT, UPDATE ON @extschema@.score_history TO propensity_writer;
+GRANT INSERT ON @extschema@.score_history_changelog TO propensity_writer;
+GRANT INSERT, DELETE ON @extschema@.history_models, @extschema@.score_history_changelog TO propensity_admin;
+GRANT DELETE ON @extschema@.score_history TO propensity_admin;

@@ -797,6 +797,8 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 					 1, &array_type, &arg, NULL, SPI_OK_INSERT);
 		out[0] = nbatch > 0 ? (int64) SPI_processed : 0;
 		out[1] = nbatch - out[0];
+		if (nbatch > 0)
+			prop_history_after_array(arg, array_type);
 		SPI_finish();
 		prop_restore_search_path(nest);
 		return;
@@ -823,6 +825,8 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	apply_new_events(&state, &settings, inputs, type_names, has_adv, n, out);
 	out[0] = n;
 	out[1] = nbatch - n;
+	if (nbatch > 0)
+		prop_history_after_array(arg, array_type);
 	SPI_finish();
 	prop_restore_search_path(nest);
 }
@@ -938,6 +942,7 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 		}
 		apply_new_events(&state, &settings, inputs, type_names, has_adv, n, out);
 	}
+	prop_history_after_rows(rows, n);
 	SPI_finish();
 	prop_restore_search_path(nest);
 }

@@ -48,6 +48,13 @@ extern uint64 prop_copy_events(const EventRow *rows, int n);
 extern void prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out);
 
 /*
+ * After events were stored, inside an SPI connection: correct the score
+ * history of their users for the tracked models.  Defined in history.c.
+ */
+extern void prop_history_after_rows(const EventRow *rows, int n);
+extern void prop_history_after_array(Datum batch, Oid array_type);
+
+/*
  * Decode a message into the values of an events row (allocated in the
  * current memory context).  Never throws for bad input: returns false with
  * the reason in err (DECODE_ERR_LEN bytes).  Needs an SPI connection, to

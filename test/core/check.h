@@ -23,5 +23,6 @@ extern int	failed;
 extern void test_attribution(void);
 extern void test_attr_engine(void);
 extern void test_logit(void);
+extern void test_history(void);
 
 #endif

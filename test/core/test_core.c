@@ -336,6 +336,7 @@ main(void)
 	test_attribution();
 	test_attr_engine();
 	test_logit();
+	test_history();
 	printf("core: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
