@@ -9,7 +9,9 @@
 # status, the dead letters, partitions, the event mix, the top users by
 # propensity with their features, and PC/PV attribution: totals, a
 # retraction, the daily view; then fits a model on the stream and evaluates
-# it next to the seed model on a held-out range.
+# it next to the seed model on a held-out range.  The seed model's
+# event-time history is kept as the events stream in; one user's trajectory
+# is shown.
 # KEEP=1 leaves the server running.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,8 @@ CREATE EXTENSION propensity;
 \echo '== A topic with 8 partitions, consumed by the ingest worker (group propensity)'
 SELECT propensity.create_topic('events', partitions => 8);
 SELECT propensity.subscribe('events');
+\echo '== Keep the event-time propensity history of the seed model (SPEC section 4) as events arrive'
+SELECT propensity.track_history('seed') AS points_so_far;
 SELECT propensity.worker_start() IS NOT NULL AS worker_running;
 SQL
 
@@ -147,6 +151,25 @@ SELECT day, sum(impressions) AS impressions, sum(clicks) AS clicks, sum(pc) AS p
        sum(unattributed) AS unattributed
   FROM propensity.attribution_daily WHERE advertiser_id = 1
  GROUP BY day ORDER BY impressions DESC, day LIMIT 5;
+\echo
+\echo '== Propensity over time: the busiest user''s trajectory (seed model), one point per event time'
+WITH u AS (SELECT user_id FROM propensity.score_history GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1)
+SELECT s.user_id, s.event_time, e.types AS events, round(s.score::numeric, 4) AS propensity,
+       (SELECT count(*) FROM propensity.score_history_changelog c
+         WHERE c.model = s.model AND c.user_id = s.user_id AND c.event_time = s.event_time) - 1 AS corrections
+  FROM propensity.score_history s JOIN u USING (user_id)
+  CROSS JOIN LATERAL (SELECT string_agg(ev.event_type, ',') AS types FROM propensity.events ev
+                       WHERE ev.user_id = s.user_id AND ev.event_time = s.event_time) e
+ WHERE s.model = 'seed'
+ ORDER BY s.event_time LIMIT 15;
+\echo '== History changelog: points written as events streamed in, and later points corrected by late events'
+SELECT count(*) FILTER (WHERE old_score IS NULL) AS new_points, count(*) FILTER (WHERE old_score IS NOT NULL) AS corrections,
+       (SELECT count(*) FROM propensity.score_history) AS points_now
+  FROM propensity.score_history_changelog;
+SELECT count(*) AS points_differing_from_a_recomputation
+  FROM (SELECT * FROM propensity.score_history WHERE model = 'seed') s
+  FULL JOIN propensity.history_points(propensity.model_id('seed')) p USING (user_id, event_time)
+ WHERE s.score IS DISTINCT FROM p.score;
 \echo
 \echo '== Fitting a model on the stream: the seed model''s terms, fitted on daily snapshots Oct 8-20'
 \echo '   (label: converts within 3 days; users active in the 7 days before), stored as model "fitted"'
