@@ -71,6 +71,7 @@ propensity_history_points(PG_FUNCTION_ARGS)
 	size_t		nevents = 0;
 	size_t		capacity = 1024;
 	char	   *current = NULL;
+	Size		current_len = 0;
 	int64		current_from = 0;
 	int			nest;
 	bool		all_users = PG_ARGISNULL(1);
@@ -127,11 +128,14 @@ propensity_history_points(PG_FUNCTION_ARGS)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			char	   *user = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+			text	   *user = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
+			Size		len = VARSIZE_ANY_EXHDR(user);
 			text	   *type;
 			int			t;
 
-			if (current != NULL && strcmp(user, current) != 0)
+			/* the user changes: sweep the one before (no copy per row) */
+			if (current != NULL &&
+				(current_len != len || memcmp(current, VARDATA_ANY(user), len) != 0))
 			{
 				sweep_user(&es, current, current_from, events, nevents, usercxt);
 				current = NULL;
@@ -139,7 +143,10 @@ propensity_history_points(PG_FUNCTION_ARGS)
 			}
 			if (current == NULL)
 			{
-				current = MemoryContextStrdup(usercxt, user);
+				current = MemoryContextAlloc(usercxt, len + 1);
+				memcpy(current, VARDATA_ANY(user), len);
+				current[len] = '\0';
+				current_len = len;
 				current_from = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 			}
 			if (nevents == capacity)
@@ -154,7 +161,6 @@ propensity_history_points(PG_FUNCTION_ARGS)
 			events[nevents].time_us = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
 			events[nevents].type = (FeatEventType) t;
 			nevents++;
-			pfree(user);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
