@@ -13,7 +13,7 @@ OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic fitting history
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic fitting history over_time
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -101,3 +101,10 @@ bench-attribution:
 .PHONY: bench-fit
 bench-fit:
 	bash test/bench/fit.sh
+
+# Propensity-over-time benchmark: the history built, incremental per-batch
+# refresh against rescoring the affected users, rescoring every user
+# against plain SQL.
+.PHONY: bench-history
+bench-history:
+	bash test/bench/history.sh

@@ -8,8 +8,11 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "storage/proc.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "miscadmin.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "propensity.h"
@@ -245,4 +248,24 @@ prop_history_after_array(Datum batch, Oid array_type)
 								1, &array_type, &batch, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * arm_statement_timeout() returns boolean: make statement_timeout hold in a
+ * background worker.  A client backend arms the timer at the start of every
+ * statement; a background worker that runs SQL itself (pg_cron with
+ * cron.use_background_workers = on) never does, so a job's
+ * "SET statement_timeout" would be ignored.  Called first by rescore() and
+ * refresh_dashboards(), this arms the timer there, from now, when the
+ * setting is on and no timer runs; elsewhere it does nothing.  The worker
+ * exits after its job, so the timer does not outlive it.
+ */
+PG_FUNCTION_INFO_V1(propensity_arm_statement_timeout);
+Datum
+propensity_arm_statement_timeout(PG_FUNCTION_ARGS)
+{
+	if (!IsBackgroundWorker || StatementTimeout <= 0 || get_timeout_active(STATEMENT_TIMEOUT))
+		PG_RETURN_BOOL(false);
+	enable_timeout_after(STATEMENT_TIMEOUT, StatementTimeout);
+	PG_RETURN_BOOL(true);
 }
