@@ -11,7 +11,9 @@
 # retraction, the daily view; then fits a model on the stream and evaluates
 # it next to the seed model on a held-out range.  The seed model's
 # event-time history is kept as the events stream in; one user's trajectory
-# is shown.
+# is shown, then the dashboard views by day, current propensity and its
+# snapshot, the pg_cron schedules, and a new seed version taking over the
+# history.
 # KEEP=1 leaves the server running.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +24,8 @@ DIR=${DEMO_DIR:-/tmp/propensity-demo}
 bash "$src/docker/install-deps.sh"
 . "$src/docker/pg-temp.sh"
 build_and_install "$src"
-pg_temp_start "$DIR" 5496
+pg_temp_start "$DIR" 5496 "shared_preload_libraries = 'propensity,pg_cron'" \
+    "cron.database_name = 'demo'" "cron.use_background_workers = on"
 if [ "${KEEP:-0}" != 1 ]; then trap 'pg_temp_stop "$DIR"' EXIT; fi
 
 psql_pg -d postgres -c "CREATE DATABASE demo"
@@ -170,6 +173,22 @@ SELECT count(*) AS points_differing_from_a_recomputation
   FROM (SELECT * FROM propensity.score_history WHERE model = 'seed') s
   FULL JOIN propensity.history_points(propensity.model_id('seed')) p USING (user_id, event_time)
  WHERE s.score IS DISTINCT FROM p.score;
+\echo '== Dashboards (refresh_dashboards): the seed model by day, users with an event that day at their last score there'
+SELECT propensity.refresh_dashboards(concurrent => false);
+SELECT o.bucket::date AS day, o.users, round(o.mean_score::numeric, 3) AS mean, round(o.p10::numeric, 3) AS p10,
+       round(o.median::numeric, 3) AS median, round(o.p90::numeric, 3) AS p90,
+       (SELECT string_agg(b.users::text, ' ' ORDER BY b.band) FROM propensity.propensity_score_bands b
+         WHERE b.model = o.model AND b.bucket = o.bucket) AS users_per_band_0_to_1
+  FROM propensity.propensity_over_time o WHERE o.model = 'seed' AND o.bucket >= '2026-10-20' ORDER BY o.bucket;
+\echo '== Current propensity, decay since the last event included: a snapshot as of 2026-10-31 (rescore) and as of now'
+SELECT propensity.rescore('seed', '2026-10-31') AS users_scored;
+SELECT as_of::date, users, round(mean_score::numeric, 4) AS mean_score, model_id FROM propensity.snapshot_runs;
+SELECT count(*) AS users, round(avg(score)::numeric, 4) AS mean_now FROM propensity.current_propensity('seed');
+\echo '== pg_cron: rescoring every 15 minutes and a concurrent dashboard refresh every 5 (they run while the server is up)'
+CREATE EXTENSION pg_cron;
+SELECT propensity.schedule_rescoring('seed', '*/15 * * * *') AS rescore_job,
+       propensity.schedule_dashboard_refresh('*/5 * * * *') AS refresh_job;
+SELECT job_name, schedule, command FROM propensity.schedules();
 \echo
 \echo '== Fitting a model on the stream: the seed model''s terms, fitted on daily snapshots Oct 8-20'
 \echo '   (label: converts within 3 days; users active in the 7 days before), stored as model "fitted"'
@@ -205,6 +224,23 @@ SELECT d.decile, round(s.mean_score::numeric, 3) AS seed_predicted, round(s.obse
 \echo '== Scoring uses the new version at once: top 5 users as of 2026-10-31 under "fitted"'
 SELECT user_id, round(score::numeric, 4) AS fitted, round(propensity.score(user_id, '2026-10-31', 'seed')::numeric, 4) AS seed
   FROM propensity.score_all('2026-10-31', 'fitted') ORDER BY score DESC, user_id LIMIT 5;
+\echo '== A new version of the tracked seed model (the fitted coefficients) takes over its history in the installing transaction'
+INSERT INTO propensity.models (name, version, intercept, terms)
+SELECT 'seed', 2, f.intercept, f.terms FROM propensity.models f WHERE f.model_id = propensity.model_id('fitted');
+SELECT m.version, count(*) AS points FROM propensity.score_history s JOIN propensity.models m USING (model_id)
+ WHERE s.model = 'seed' GROUP BY m.version;
+\echo '   the busiest user''s first points, before (version 1) and after (version 2), from the changelog:'
+WITH u AS (SELECT user_id FROM propensity.score_history GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1)
+SELECT c.event_time, round(c.old_score::numeric, 4) AS version_1, round(c.new_score::numeric, 4) AS version_2
+  FROM propensity.score_history_changelog c JOIN u USING (user_id)
+ WHERE c.model = 'seed' AND c.model_id = propensity.model_id('seed', 2)
+ ORDER BY c.event_time LIMIT 5;
+SELECT count(*) AS points_differing_from_a_recomputation_under_version_2
+  FROM (SELECT * FROM propensity.score_history WHERE model = 'seed') s
+  FULL JOIN propensity.history_points(propensity.model_id('seed', 2)) p USING (user_id, event_time)
+ WHERE s.score IS DISTINCT FROM p.score;
+SELECT as_of > '2026-11-01' AS as_of_now, users, round(mean_score::numeric, 4) AS mean_score, model_id
+  FROM propensity.snapshot_runs ORDER BY as_of;
 SQL
 if [ "${KEEP:-0}" = 1 ]; then
     echo "server left running: psql -h $DIR -p 5496 -U postgres demo"

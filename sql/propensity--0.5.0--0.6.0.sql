@@ -83,12 +83,12 @@ BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('propensity.rescore'),
                                              pg_catalog.hashtext(mname));
     DELETE FROM @extschema@.score_snapshots s WHERE s.model = mname AND s.as_of = rescore.as_of;
-    INSERT INTO @extschema@.score_snapshots (model, as_of, user_id, score, model_id)
-    SELECT mname, rescore.as_of, p.user_id, p.score, mid
-      FROM @extschema@.model_snapshot(rescore.as_of, mid) p;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    SELECT avg(s.score) INTO mean FROM @extschema@.score_snapshots s
-     WHERE s.model = mname AND s.as_of = rescore.as_of;
+    WITH written AS (
+        INSERT INTO @extschema@.score_snapshots (model, as_of, user_id, score, model_id)
+        SELECT mname, rescore.as_of, p.user_id, p.score, mid
+          FROM @extschema@.model_snapshot(rescore.as_of, mid) p
+        RETURNING score)
+    SELECT count(*), avg(w.score) INTO n, mean FROM written w;
     INSERT INTO @extschema@.snapshot_runs AS r (model, as_of, model_id, users, mean_score, started_at, finished_at)
     VALUES (mname, rescore.as_of, mid, n, mean, started, pg_catalog.clock_timestamp())
     ON CONFLICT ON CONSTRAINT snapshot_runs_pkey DO UPDATE
