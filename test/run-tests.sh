@@ -5,7 +5,8 @@
 # extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
 # fuzzes the Avro decoder for 30 s, checks the Avro schemas, runs pg_regress against a temporary instance it
 # starts itself, and the TAP tests (PostgreSQL::Test::Cluster) that kill the
-# server during ingest and run concurrent producers.
+# server during ingest, run concurrent producers, and install model versions
+# while the worker keeps a score history.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -52,7 +53,7 @@ else
     cat "$work/regression.diffs" 2>/dev/null || true
 fi
 
-echo "== TAP (SIGKILL during ingest, concurrent producers)"
+echo "== TAP (SIGKILL during ingest, concurrent producers, model versions during ingest)"
 if as_pg make -C "$work" -s tap; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
 echo "tests: $passed passed, $failed failed"
