@@ -316,15 +316,23 @@ $$;
 COMMENT ON FUNCTION @extschema@.cron_require(text, text, text) IS
     'Raise a clear error when pg_cron cannot schedule jobs for this database (internal)';
 
-CREATE FUNCTION @extschema@.cron_schedule(what text, schedule text, command text)
+-- The job runs "SET statement_timeout = <timeout>; <statement>".
+CREATE FUNCTION @extschema@.cron_schedule(what text, schedule text, statement text, timeout interval)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     job_name text := 'propensity:' || pg_catalog.current_database() || ':' || what;
+    command text;
     jobid bigint;
 BEGIN
+    IF timeout IS NULL OR timeout <= interval '0' THEN
+        RAISE EXCEPTION 'the timeout of a scheduled job must be positive, not %', coalesce(timeout::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    command := pg_catalog.format('SET statement_timeout = %L; %s',
+                                 (extract(epoch FROM timeout) * 1000)::bigint::text, statement);
     PERFORM @extschema@.cron_require(job_name, schedule, command);
     BEGIN
         -- same name, same user: pg_cron replaces the job, so this is idempotent
@@ -339,8 +347,8 @@ BEGIN
     RETURN jobid;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.cron_schedule(text, text, text) IS
-    'Install or replace the pg_cron job propensity:<database>:<what> (internal)';
+COMMENT ON FUNCTION @extschema@.cron_schedule(text, text, text, interval) IS
+    'Install or replace the pg_cron job propensity:<database>:<what>, running a statement under a timeout (internal)';
 
 CREATE FUNCTION @extschema@.schedule_rescoring(model text DEFAULT NULL,
                                                schedule text DEFAULT '*/15 * * * *',
@@ -355,16 +363,16 @@ DECLARE
 BEGIN
     SELECT m.name INTO mname FROM @extschema@.models m
      WHERE m.model_id = @extschema@.model_id(schedule_rescoring.model);
-    IF keep IS NULL OR keep < interval '0' OR timeout IS NULL OR timeout <= interval '0' THEN
-        RAISE EXCEPTION 'schedule_rescoring() needs a non-negative retention and a positive timeout'
+    IF keep IS NULL OR keep < interval '0' THEN
+        RAISE EXCEPTION 'schedule_rescoring() needs a non-negative retention, not %', coalesce(keep::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- the snapshot's time is the minute the job was due: a repeated run in
     -- the same minute rewrites the same snapshot
     RETURN @extschema@.cron_schedule('rescore:' || mname, schedule,
-        pg_catalog.format('SET statement_timeout = %L; SELECT %I.rescore(%L, pg_catalog.date_bin(%L, pg_catalog.now(), %L), %L)',
-                          (extract(epoch FROM timeout) * 1000)::bigint::text, '@extschema@', mname,
-                          '1 minute', '2000-01-01 00:00:00+00', keep));
+        pg_catalog.format('SELECT %I.rescore(%L, pg_catalog.date_bin(%L, pg_catalog.now(), %L), %L)',
+                          '@extschema@', mname, '1 minute', '2000-01-01 00:00:00+00', keep),
+        timeout);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.schedule_rescoring(text, text, interval, interval) IS
@@ -377,13 +385,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF timeout IS NULL OR timeout <= interval '0' THEN
-        RAISE EXCEPTION 'schedule_dashboard_refresh() needs a positive timeout'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     RETURN @extschema@.cron_schedule('refresh dashboards', schedule,
-        pg_catalog.format('SET statement_timeout = %L; SELECT %I.refresh_dashboards()',
-                          (extract(epoch FROM timeout) * 1000)::bigint::text, '@extschema@'));
+        pg_catalog.format('SELECT %I.refresh_dashboards()', '@extschema@'), timeout);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.schedule_dashboard_refresh(text, interval) IS
@@ -437,7 +440,7 @@ COMMENT ON FUNCTION @extschema@.unschedule(text) IS
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION @extschema@.rescore(text, timestamptz, interval),
     @extschema@.history_switch(text), @extschema@.refresh_dashboards(boolean),
-    @extschema@.cron_schedule(text, text, text),
+    @extschema@.cron_schedule(text, text, text, interval),
     @extschema@.schedule_rescoring(text, text, interval, interval),
     @extschema@.schedule_dashboard_refresh(text, interval),
     @extschema@.unschedule(text) FROM PUBLIC;
@@ -445,7 +448,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.current_propensity(text, timestamptz),
     @extschema@.arm_statement_timeout() TO propensity_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.rescore(text, timestamptz, interval),
     @extschema@.history_switch(text), @extschema@.refresh_dashboards(boolean),
-    @extschema@.cron_schedule(text, text, text),
+    @extschema@.cron_schedule(text, text, text, interval),
     @extschema@.schedule_rescoring(text, text, interval, interval),
     @extschema@.schedule_dashboard_refresh(text, interval),
     @extschema@.unschedule(text) TO propensity_admin;
