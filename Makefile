@@ -5,9 +5,9 @@ EXTENSION  = propensity
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
-GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o
+GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o src/attribution_batch.o
 GLUE_OBJS += src/decode.o src/queue.o src/worker.o src/bulk_insert.o src/logit_agg.o src/history.o
-CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o
+CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o src/core/attr_batch.o
 CORE_OBJS += src/core/avro_decode.o src/core/logit.o src/core/history.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
@@ -30,8 +30,8 @@ include $(PGXS)
 CORE_TEST_CFLAGS = -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 CORE_SRCS = src/core/features.c src/core/generator.c src/core/core_alloc.c src/core/user_table.c \
-	src/core/attribution.c src/core/attr_engine.c src/core/logit.c src/core/history.c
-CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c test/core/test_attr_engine.c test/core/test_logit.c test/core/test_history.c
+	src/core/attribution.c src/core/attr_engine.c src/core/attr_batch.c src/core/logit.c src/core/history.c
+CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c test/core/test_attr_engine.c test/core/test_attr_batch.c test/core/test_logit.c test/core/test_history.c
 
 test/core/test_core: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h
 	$(CC) $(CORE_TEST_CFLAGS) -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm

@@ -89,6 +89,54 @@ SELECT (SELECT count(*) FROM reference) = (SELECT count(*) FROM batch) AS same_c
 -- the stream exercises every kind
 SELECT kind, count(*) > 20 AS many FROM batch GROUP BY kind ORDER BY kind;
 
+-- attribute_batch(), the C scan, gives the same rows as the aggregate (and
+-- so as the reference), on each of its paths: one pass over heap pages;
+-- many passes when propensity.batch_memory is 1MB (the 30k events need
+-- several, so users must be split into hash classes); tuple slots.
+CREATE FUNCTION diff(a regclass, b regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT (SELECT count(*) FROM (TABLE %s EXCEPT ALL TABLE %s) x)
+                         + (SELECT count(*) FROM (TABLE %s EXCEPT ALL TABLE %s) y)', a, b, b, a) INTO n;
+    RETURN n;
+END $$;
+CREATE TEMP TABLE scan_one AS SELECT * FROM propensity.attribute_batch();
+SET propensity.batch_memory = '1MB';
+CREATE TEMP TABLE scan_classes AS SELECT * FROM propensity.attribute_batch();
+RESET propensity.batch_memory;
+SET propensity.batch_fast_scan = off;
+CREATE TEMP TABLE scan_slots AS SELECT * FROM propensity.attribute_batch(skip_late => false);
+RESET propensity.batch_fast_scan;
+SELECT (SELECT count(*) FROM scan_one) > 1500 AS many_conversions,
+       diff('batch', 'scan_one') AS one_pass, diff('batch', 'scan_classes') AS classes,
+       diff('batch', 'scan_slots') AS slots;
+-- a partition whose columns are in another order (attached), behind a
+-- dropped column, is read by name: the same credits for its events
+CREATE TABLE reordered (junk int, pixel_id bigint, auction_id text, campaign_id bigint,
+                        advertiser_id bigint, event_id text NOT NULL,
+                        event_type text NOT NULL CONSTRAINT events_event_type_check
+                            CHECK (event_type IN ('IM', 'CL', 'PS', 'CN')),
+                        user_id text NOT NULL,
+                        event_time timestamptz NOT NULL
+                            CONSTRAINT events_event_time_check CHECK (pg_catalog.isfinite(event_time)),
+                        publisher text,
+                        creative text, placement text, product text, quantity integer,
+                        revenue double precision);
+ALTER TABLE reordered DROP COLUMN junk;
+INSERT INTO reordered SELECT pixel_id, auction_id, campaign_id, advertiser_id, event_id, event_type,
+                             user_id, event_time, publisher, creative, placement, product, quantity, revenue
+  FROM propensity.events WHERE event_time >= '2026-09-20' AND event_time < '2026-09-21';
+SELECT count(*) > 500 AS day_has_events FROM reordered;
+SELECT p.partition AS day_partition FROM propensity.event_partitions p
+ WHERE p.range_start = '2026-09-20' \gset
+ALTER TABLE propensity.events DETACH PARTITION :day_partition;
+ALTER TABLE propensity.events ATTACH PARTITION reordered FOR VALUES FROM ('2026-09-20') TO ('2026-09-21');
+CREATE TEMP TABLE scan_reordered AS SELECT * FROM propensity.attribute_batch();
+SELECT diff('batch', 'scan_reordered') AS reordered;
+ALTER TABLE propensity.events DETACH PARTITION reordered;
+ALTER TABLE propensity.events ATTACH PARTITION :day_partition FOR VALUES FROM ('2026-09-20') TO ('2026-09-21');
+DROP TABLE reordered;
+
 -- bad input
 \set VERBOSITY default
 SELECT propensity.attribute(NULL, 'IM', '2026-09-01', 1, 'a', 1, '30 days', '30 days', '30 days');
@@ -99,3 +147,21 @@ SELECT propensity.attribute('x', 'IM', '2026-09-01', 1, 'a', 1, '1 month', '30 d
 \echo :LAST_ERROR_SQLSTATE
 INSERT INTO propensity.advertiser_settings (advertiser_id, pc_window) VALUES (9, '-1 day');
 \echo :LAST_ERROR_SQLSTATE
+-- the C scan reads the partitions itself: no row-level security, and the
+-- caller must be allowed to read the events
+ALTER TABLE propensity.events ENABLE ROW LEVEL SECURITY;
+SET ROLE propensity_reader;
+SELECT count(*) FROM propensity.attribute_batch();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+ALTER TABLE propensity.events DISABLE ROW LEVEL SECURITY;
+CREATE ROLE attr_nobody;
+GRANT USAGE ON SCHEMA propensity TO attr_nobody;
+GRANT SELECT ON propensity.advertiser_settings TO attr_nobody;
+SET ROLE attr_nobody;
+SELECT count(*) FROM propensity.attribute_batch();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+REVOKE SELECT ON propensity.advertiser_settings FROM attr_nobody;
+REVOKE USAGE ON SCHEMA propensity FROM attr_nobody;
+DROP ROLE attr_nobody;

@@ -191,6 +191,26 @@ SELECT (SELECT count(*) FROM (SELECT conversion_event_id, kind, campaign_id, imp
        (SELECT count(*) FROM (SELECT * FROM streamed_totals EXCEPT SELECT * FROM propensity.attribution_totals) c)
      + (SELECT count(*) FROM (SELECT * FROM propensity.attribution_totals EXCEPT SELECT * FROM streamed_totals) d)
        AS totals_differences;
+-- attribute_batch(), the same evaluation returning rows, gives the
+-- streamed credits; with skip_late => false the late impression l-i is
+-- counted, and l-e (unattributed when streamed) becomes PV for campaign
+-- 601 (l-i, 09-09, is before it with the same pixel; the click l-c at 13:00
+-- comes after it): the only difference.
+SELECT count(*) AS batch_differences FROM (
+    (SELECT conversion_event_id, conversion_time, user_id, advertiser_id, kind, campaign_id,
+            impression_event_id FROM streamed
+     EXCEPT ALL
+     SELECT conversion_event_id, conversion_time, user_id, advertiser_id, kind, campaign_id,
+            impression_event_id FROM propensity.attribute_batch())
+    UNION ALL
+    (SELECT conversion_event_id, conversion_time, user_id, advertiser_id, kind, campaign_id,
+            impression_event_id FROM propensity.attribute_batch()
+     EXCEPT ALL
+     SELECT conversion_event_id, conversion_time, user_id, advertiser_id, kind, campaign_id,
+            impression_event_id FROM streamed)) d;
+SELECT conversion_event_id, kind, campaign_id, impression_event_id
+  FROM propensity.attribute_batch(skip_late => false)
+EXCEPT SELECT conversion_event_id, kind, campaign_id, impression_event_id FROM streamed;
 -- streaming goes on from the backfilled state: a click at 18:00 on m-i's
 -- auction moves the credit back to campaign 101 (PC-1 100, PC+1 101)
 SELECT deltas FROM propensity.ingest(ARRAY[ev('m-c4', 'mm', 'CL', '2026-09-02 18:00', 1, 101, 'a-m', NULL)]);
@@ -303,6 +323,26 @@ SELECT count(*) AS totals_mismatches FROM (
     SELECT advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed
       FROM propensity.attribution_totals) d;
 SELECT kind, count(*) >= 10 AS at_least_10 FROM reference GROUP BY kind ORDER BY kind;
+-- a backfill over the stored events reaches the state the stream reached,
+-- whose changelog holds retractions: one +1 per conversion instead
+CREATE TEMP TABLE streamed_all AS
+    SELECT conversion_event_id, conversion_time, user_id, advertiser_id, campaign_id, kind,
+           impression_event_id FROM propensity.attribution_current;
+CREATE TEMP TABLE streamed_all_totals AS SELECT * FROM propensity.attribution_totals;
+SELECT conversions = (SELECT count(*) FROM reference) AS every_conversion,
+       deltas = conversions AS one_credit_each FROM propensity.attribution_backfill();
+SELECT (SELECT count(*) FROM (TABLE streamed_all EXCEPT ALL
+                              SELECT conversion_event_id, conversion_time, user_id, advertiser_id,
+                                     campaign_id, kind, impression_event_id
+                                FROM propensity.attribution_current) a)
+     + (SELECT count(*) FROM (SELECT conversion_event_id, conversion_time, user_id, advertiser_id,
+                                     campaign_id, kind, impression_event_id
+                                FROM propensity.attribution_current
+                              EXCEPT ALL TABLE streamed_all) b) AS current_differences,
+       (SELECT count(*) FROM (TABLE streamed_all_totals EXCEPT ALL TABLE propensity.attribution_totals) c)
+     + (SELECT count(*) FROM (TABLE propensity.attribution_totals EXCEPT ALL TABLE streamed_all_totals) d)
+       AS totals_differences,
+       (SELECT count(*) FROM propensity.attribution_changelog WHERE delta < 0) AS retractions;
 
 -- ---------------------------------------------------------------------------
 -- Errors

@@ -31,6 +31,7 @@
 #include "utils/memutils.h"
 
 #include "propensity.h"
+#include "attribution.h"
 #include "core/attr_engine.h"
 #include "decode.h"
 #include "utils/resowner.h"
@@ -128,24 +129,10 @@ engine_new(void)
 
 /* ---- advertiser settings ---- */
 
-typedef struct AdvRow
+void
+prop_attr_settings_lookup(void *arg, int64_t advertiser_id, AttrAdvSettings *out)
 {
-	int64		advertiser_id;
-	AttrAdvSettings s;
-} AdvRow;
-
-typedef struct Settings
-{
-	int			n;
-	AdvRow	   *rows;			/* sorted by advertiser_id */
-	AttrAdvSettings defaults;
-	int64		max_reach_us;	/* max of lateness + W over all */
-} Settings;
-
-static void
-settings_lookup(void *arg, int64_t advertiser_id, AttrAdvSettings *out)
-{
-	Settings   *st = (Settings *) arg;
+	AttrSettingsTable *st = (AttrSettingsTable *) arg;
 	int			lo = 0,
 				hi = st->n - 1;
 
@@ -181,7 +168,7 @@ lateness_us(Datum d)
 enum
 {
 	P_LOCK, P_SETTINGS, P_ENSURE, P_INSERT, P_LATE, P_CHANGELOG, P_CURRENT, P_TOTALS,
-	P_STATE, P_INSERT_ONLY, P_ENSURE_BOUNDS, NPLANS
+	P_STATE, P_INSERT_ONLY, P_ENSURE_BOUNDS, P_CURRENT_NEW, NPLANS
 };
 
 static SPIPlanPtr plans[NPLANS];
@@ -214,10 +201,10 @@ run_plan(int which, const char *sql, int nargs, Oid *types, Datum *values, const
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", sql, SPI_result_code_string(ret));
 }
 
-static Settings
-load_settings(void)
+AttrSettingsTable
+prop_attr_load_settings(void)
 {
-	Settings	st;
+	AttrSettingsTable st;
 	uint64		i;
 
 	run_plan(P_SETTINGS,
@@ -365,7 +352,7 @@ row_to_input(HeapTuple tup, TupleDesc desc, AttrInput *in, char **type_out, bool
 /* ---- rebuilding the cache ---- */
 
 static void
-engine_rebuild(const EngineState *state, Settings *settings)
+engine_rebuild(const EngineState *state, AttrSettingsTable *settings)
 {
 	Oid			type = TIMESTAMPTZOID;
 	Datum		horizon;
@@ -438,7 +425,7 @@ engine_rebuild(const EngineState *state, Settings *settings)
 }
 
 static void
-engine_sync(const EngineState *state, Settings *settings)
+engine_sync(const EngineState *state, AttrSettingsTable *settings)
 {
 	if (engine != NULL && engine_generation == state->generation &&
 		strcmp(engine_xmin, state->xmin) == 0)
@@ -447,7 +434,7 @@ engine_sync(const EngineState *state, Settings *settings)
 }
 
 static void
-maybe_evict(Settings *settings)
+maybe_evict(AttrSettingsTable *settings)
 {
 	int64		max_time;
 
@@ -461,7 +448,7 @@ maybe_evict(Settings *settings)
 	if (!ae_max_time(engine, &max_time) || max_time - engine_last_evict < EVICT_EVERY_US ||
 		ae_event_count(engine) < engine_events_after_evict + Max(engine_events_after_evict / 4, 100000))
 		return;
-	(void) ae_evict(engine, settings_lookup, settings);
+	(void) ae_evict(engine, prop_attr_settings_lookup, settings);
 	engine_last_evict = max_time;
 	engine_events_after_evict = ae_event_count(engine);
 }
@@ -548,8 +535,13 @@ write_totals(HTAB *h)
 			 2 + T_N, types, values, NULL, SPI_OK_INSERT);
 }
 
+/*
+ * The changelog rows of a batch, and each changed conversion's new credit
+ * into attribution_current; fresh: the conversions have no row there yet
+ * (a backfill into emptied tables), so no conflict is looked for.
+ */
 static void
-write_deltas(int64 batch, const AttrBatchResult *r, HTAB *totals)
+write_deltas(int64 batch, const AttrBatchResult *r, HTAB *totals, bool fresh)
 {
 	int			n = (int) r->ndeltas;
 	Datum	   *conv = palloc(sizeof(Datum) * n),
@@ -603,24 +595,35 @@ write_deltas(int64 batch, const AttrBatchResult *r, HTAB *totals)
 			 " SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)",
 			 9, types, values, NULL, SPI_OK_INSERT);
 	/* the table side: each changed conversion's new credit (its one +1) */
-	run_plan(P_CURRENT,
-			 "INSERT INTO propensity.attribution_current AS c"
-			 "       (conversion_event_id, conversion_time, user_id, advertiser_id, campaign_id,"
-			 "        kind, impression_event_id, batch)"
-			 " SELECT d.conv, d.ctime, d.usr, d.adv, d.camp, d.kind, d.imp, $1"
-			 "   FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)"
-			 "        AS d(conv, ctime, usr, adv, camp, kind, imp, sign)"
-			 "  WHERE d.sign = 1"
-			 " ON CONFLICT (conversion_event_id, conversion_time) DO UPDATE SET"
-			 "   campaign_id = excluded.campaign_id, kind = excluded.kind,"
-			 "   impression_event_id = excluded.impression_event_id, batch = excluded.batch",
-			 9, types, values, NULL, SPI_OK_INSERT);
+	if (fresh)
+		run_plan(P_CURRENT_NEW,
+				 "INSERT INTO propensity.attribution_current"
+				 "       (conversion_event_id, conversion_time, user_id, advertiser_id, campaign_id,"
+				 "        kind, impression_event_id, batch)"
+				 " SELECT d.conv, d.ctime, d.usr, d.adv, d.camp, d.kind, d.imp, $1"
+				 "   FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)"
+				 "        AS d(conv, ctime, usr, adv, camp, kind, imp, sign)"
+				 "  WHERE d.sign = 1",
+				 9, types, values, NULL, SPI_OK_INSERT);
+	else
+		run_plan(P_CURRENT,
+				 "INSERT INTO propensity.attribution_current AS c"
+				 "       (conversion_event_id, conversion_time, user_id, advertiser_id, campaign_id,"
+				 "        kind, impression_event_id, batch)"
+				 " SELECT d.conv, d.ctime, d.usr, d.adv, d.camp, d.kind, d.imp, $1"
+				 "   FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)"
+				 "        AS d(conv, ctime, usr, adv, camp, kind, imp, sign)"
+				 "  WHERE d.sign = 1"
+				 " ON CONFLICT (conversion_event_id, conversion_time) DO UPDATE SET"
+				 "   campaign_id = excluded.campaign_id, kind = excluded.kind,"
+				 "   impression_event_id = excluded.impression_event_id, batch = excluded.batch",
+				 9, types, values, NULL, SPI_OK_INSERT);
 }
 
 /* Late events of a batch: recorded with the watermark they missed. */
 static void
 write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_adv, int n,
-		   const bool *late, int64 max_before, Settings *settings, HTAB *totals)
+		   const bool *late, int64 max_before, AttrSettingsTable *settings, HTAB *totals)
 {
 	Datum	   *id = palloc(sizeof(Datum) * n),
 			   *time = palloc(sizeof(Datum) * n),
@@ -643,7 +646,7 @@ write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_
 
 		if (!late[i])
 			continue;
-		settings_lookup(settings, in[i].advertiser_id, &s);
+		prop_attr_settings_lookup(settings, in[i].advertiser_id, &s);
 		id[m] = CStringGetTextDatum(in[i].event_id);
 		time[m] = TimestampTzGetDatum(in[i].time_us);
 		user[m] = CStringGetTextDatum(in[i].user_id);
@@ -707,7 +710,7 @@ count_events(const AttrInput *in, int n, const bool *late, HTAB *totals)
  * deltas.  SPI is connected and the state row locked by the caller.
  */
 static void
-apply_new_events(const EngineState *state, Settings *settings, AttrInput *inputs,
+apply_new_events(const EngineState *state, AttrSettingsTable *settings, AttrInput *inputs,
 				 char **type_names, bool *has_adv, int n, int64 *out)
 {
 	int64		max_before = 0;
@@ -723,7 +726,7 @@ apply_new_events(const EngineState *state, Settings *settings, AttrInput *inputs
 	engine_dirty = true;
 	engine_generation = -1;
 	(void) ae_max_time(engine, &max_before);
-	r = ae_apply(engine, inputs, n, true, settings_lookup, settings);
+	r = ae_apply(engine, inputs, n, true, prop_attr_settings_lookup, settings);
 
 	totals = totals_create();
 	for (i = 0; i < n; i++)
@@ -731,7 +734,7 @@ apply_new_events(const EngineState *state, Settings *settings, AttrInput *inputs
 	write_late(state->generation + 1, inputs, type_names, has_adv, n, r->late, max_before,
 			   settings, totals);
 	count_events(inputs, n, r->late, totals);
-	write_deltas(state->generation + 1, r, totals);
+	write_deltas(state->generation + 1, r, totals, false);
 	write_totals(totals);
 	out[2] = nlate;
 	out[3] = (int64) r->naffected;
@@ -769,7 +772,7 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	int			nbatch = ArrayGetNItems(ARR_NDIM(batch), ARR_DIMS(batch));
 	int			nest;
 	EngineState state;
-	Settings	settings;
+	AttrSettingsTable settings;
 	AttrInput  *inputs = NULL;
 	char	  **type_names = NULL;
 	bool	   *has_adv = NULL;
@@ -805,7 +808,7 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	}
 
 	state = lock_state();
-	settings = load_settings();
+	settings = prop_attr_load_settings();
 	engine_sync(&state, &settings);
 	if (nbatch > 0)
 	{
@@ -848,7 +851,7 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 	Datum		bounds[2];
 	volatile bool copied = false;
 	EngineState state;
-	Settings	settings;
+	AttrSettingsTable settings;
 	int			nest;
 	int			i;
 
@@ -874,7 +877,7 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 	{
 		/* before the rows go in: a rebuild must not see them as old events */
 		state = lock_state();
-		settings = load_settings();
+		settings = prop_attr_load_settings();
 		engine_sync(&state, &settings);
 	}
 
@@ -972,9 +975,97 @@ propensity_ingest(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), result, rnulls)));
 }
 
+/* ---- attribution_backfill() ---- */
+
+typedef struct Backfill
+{
+	int64		batch;
+	AttrDelta  *deltas;			/* a class's credits */
+	size_t		n;
+	size_t		cap;
+	HTAB	   *totals;
+	MemoryContext chunk_cxt;
+	int64		ndeltas;
+} Backfill;
+
+/* a class's credits */
+static void
+backfill_credit(void *arg, const AttrBatchCredit *c)
+{
+	Backfill   *bf = arg;
+	AttrDelta  *d;
+
+	if (bf->n == bf->cap)
+	{
+		bf->cap *= 2;
+		bf->deltas = repalloc_huge(bf->deltas, sizeof(AttrDelta) * bf->cap);
+	}
+	d = &bf->deltas[bf->n++];
+	d->user_id = c->user_id;
+	d->user_len = c->user_len;
+	d->advertiser_id = c->advertiser_id;
+	d->conversion_id = c->conversion_id;
+	d->conversion_time_us = c->conversion_time_us;
+	d->credit = c->credit;
+	d->sign = 1;
+}
+
+static void
+backfill_total(void *arg, const AttrBatchTotal *t)
+{
+	Backfill   *bf = arg;
+
+	totals_add(bf->totals, t->advertiser_id, t->has_campaign, t->campaign_id, T_IM, t->impressions);
+	totals_add(bf->totals, t->advertiser_id, t->has_campaign, t->campaign_id, T_CL, t->clicks);
+}
+
+static int
+by_conversion(const void *a, const void *b)
+{
+	const AttrDelta *x = a;
+	const AttrDelta *y = b;
+	int			c = strcmp(x->conversion_id, y->conversion_id);
+
+	if (c != 0)
+		return c;
+	return x->conversion_time_us < y->conversion_time_us ? -1 : x->conversion_time_us > y->conversion_time_us;
+}
+
 /*
- * attribution_backfill() -> (conversions, deltas): the engine over every
- * stored event in event-time order, late ones excluded, from empty tables.
+ * Write a class's credits (one +1 each), before their strings go.  In
+ * conversion id order: the b-tree inserts of the tables' indexes on it then
+ * walk the index instead of landing on random pages.
+ */
+static void
+backfill_class_done(void *arg)
+{
+	Backfill   *bf = arg;
+	size_t		at;
+
+	qsort(bf->deltas, bf->n, sizeof(AttrDelta), by_conversion);
+	for (at = 0; at < bf->n; at += BACKFILL_CHUNK)
+	{
+		AttrBatchResult r;
+		MemoryContext old;
+
+		memset(&r, 0, sizeof(r));
+		r.deltas = bf->deltas + at;
+		r.ndeltas = Min(BACKFILL_CHUNK, bf->n - at);
+		old = MemoryContextSwitchTo(bf->chunk_cxt);
+		write_deltas(bf->batch, &r, bf->totals, true);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(bf->chunk_cxt);
+		bf->ndeltas += r.ndeltas;
+	}
+	bf->n = 0;
+}
+
+/*
+ * attribution_backfill() -> (conversions, deltas): the state the streaming
+ * engine reaches, computed in batch from every stored event (late ones
+ * excluded) into emptied tables: one +1 per conversion in the changelog,
+ * its credit in attribution_current, and the totals.  The session's engine
+ * cache is dropped; the next engine batch rebuilds it from what this wrote.
  */
 PG_FUNCTION_INFO_V1(propensity_attribution_backfill);
 Datum
@@ -985,21 +1076,17 @@ propensity_attribution_backfill(PG_FUNCTION_ARGS)
 	bool		rnulls[2] = {false, false};
 	int			nest;
 	EngineState state;
-	Settings	settings;
-	Portal		portal;
-	int64		nconv = 0,
-				ndeltas = 0;
-	int64		batch;
-	MemoryContext chunk_cxt,
-				old;
+	AttrSettingsTable settings;
+	AttrScanInfo info;
+	AttrScanSink sink;
+	Backfill	bf;
 
 	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "attribution_backfill() must return a record");
 	nest = prop_pin_search_path();
 	SPI_connect();
 	state = lock_state();
-	settings = load_settings();
-	batch = state.generation + 1;
+	settings = prop_attr_load_settings();
 
 	if (SPI_execute("TRUNCATE propensity.attribution_changelog, propensity.attribution_current,"
 					" propensity.attribution_totals", false, 0) != SPI_OK_UTILITY)
@@ -1010,58 +1097,35 @@ propensity_attribution_backfill(PG_FUNCTION_ARGS)
 					false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not count the late events");
 
+	memset(&bf, 0, sizeof(bf));
+	bf.batch = state.generation + 1;
+	bf.cap = BACKFILL_CHUNK;
+	bf.deltas = palloc(sizeof(AttrDelta) * bf.cap);
+	bf.totals = totals_create();
+	bf.chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "propensity backfill chunk",
+										 ALLOCSET_DEFAULT_SIZES);
+	sink.credit = backfill_credit;
+	sink.total = backfill_total;
+	sink.class_done = backfill_class_done;
+	sink.arg = &bf;
+	prop_attr_scan(true, &settings, &sink, &info);
+	write_totals(bf.totals);
+	MemoryContextDelete(bf.chunk_cxt);
+
+	/* the state row: the latest time seen never moves back */
 	engine_new();
 	engine_dirty = true;
-	engine_generation = -1;
-	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "propensity backfill chunk",
-									  ALLOCSET_DEFAULT_SIZES);
-	portal = SPI_cursor_open_with_args(NULL,
-									   "SELECT e.user_id, e.event_type, e.event_time, e.event_id, e.advertiser_id,"
-									   "       e.campaign_id, e.auction_id, e.pixel_id"
-									   "  FROM propensity.events e"
-									   " WHERE e.event_type IN ('IM', 'CL', 'CN') AND e.advertiser_id IS NOT NULL"
-									   "   AND NOT EXISTS (SELECT 1 FROM propensity.attribution_late l"
-									   "                    WHERE l.event_id = e.event_id AND l.event_time = e.event_time)"
-									   " ORDER BY e.event_time",
-									   0, NULL, NULL, NULL, true, CURSOR_OPT_NO_SCROLL);
-	for (;;)
-	{
-		uint64		i;
-		AttrInput  *inputs;
-		const AttrBatchResult *r;
-		HTAB	   *totals;
-
-		SPI_cursor_fetch(portal, true, BACKFILL_CHUNK);
-		if (SPI_processed == 0)
-			break;
-		old = MemoryContextSwitchTo(chunk_cxt);
-		inputs = palloc(sizeof(AttrInput) * SPI_processed);
-		for (i = 0; i < SPI_processed; i++)
-		{
-			row_to_input(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &inputs[i], NULL, NULL);
-			nconv += inputs[i].type == FEAT_CN;
-		}
-		r = ae_apply(engine, inputs, SPI_processed, false, settings_lookup, &settings);
-		totals = totals_create();
-		count_events(inputs, SPI_processed, NULL, totals);
-		write_deltas(batch, r, totals);
-		write_totals(totals);
-		ndeltas += r->ndeltas;
-		MemoryContextSwitchTo(old);
-		SPI_freetuptable(SPI_tuptable);
-		MemoryContextReset(chunk_cxt);
-		maybe_evict(&settings);
-	}
-	SPI_cursor_close(portal);
-	MemoryContextDelete(chunk_cxt);
 	if (state.has_max)
 		ae_observe_time(engine, state.max_time);
+	if (info.has_max)
+		ae_observe_time(engine, info.max_time);
 	save_state(1);
+	engine_discard();
 
 	SPI_finish();
 	prop_restore_search_path(nest);
-	result[0] = Int64GetDatum(nconv);
-	result[1] = Int64GetDatum(ndeltas);
+	result[0] = Int64GetDatum(info.conversions);
+	result[1] = Int64GetDatum(bf.ndeltas);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(rdesc), result, rnulls)));
 }
 

@@ -170,8 +170,8 @@ expected_users(Oid parent)
 	return result;
 }
 
-static Oid
-events_relid(void)
+Oid
+prop_events_relid(void)
 {
 	Oid			nsp = get_namespace_oid("propensity", false);
 	Oid			relid = get_relname_relid("events", nsp);
@@ -185,8 +185,8 @@ events_relid(void)
 }
 
 /* Leaf partitions that can hold events up to as_of, in CurrentMemoryContext. */
-static pg_noinline List *
-partitions_upto(Oid parent, TimestampTz as_of)
+List *
+prop_event_partitions(Oid parent, TimestampTz as_of)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	Oid			argtypes[2] = {OIDOID, TIMESTAMPTZOID};
@@ -616,7 +616,7 @@ score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 	Size		limit_bytes = (Size) propensity_batch_memory * 1024;
 	size_t		max_users;
 
-	parent = events_relid();
+	parent = prop_events_relid();
 	if (pg_class_aclcheck(parent, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "events");
 	if (check_enable_rls(parent, InvalidOid, false) == RLS_ENABLED)
@@ -629,7 +629,7 @@ score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 
 	/* hold the parent so that partitions are not attached or detached under us */
 	parent_rel = table_open(parent, AccessShareLock);
-	parts = partitions_upto(parent, as_of);
+	parts = prop_event_partitions(parent, as_of);
 
 	/* size for the expected users, within what the memory limit allows */
 	expected = expected_users(parent);

@@ -9,6 +9,8 @@
 
 #include "core/features.h"
 #include "core/user_table.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
 
 typedef struct HashClass
 {
@@ -22,5 +24,13 @@ typedef struct HashClass
  */
 extern bool scan_partition(Oid relid, UserTable *table, const FeatModel *model, int64 as_of,
 						   HashClass cls, Size limit_bytes);
+
+/*
+ * Defined in batch.c, for the batch readers of propensity.events: its oid
+ * (an error when missing), and the leaf partitions that can hold events up
+ * to as_of.
+ */
+extern Oid	prop_events_relid(void);
+extern List *prop_event_partitions(Oid parent, TimestampTz as_of);
 
 #endif

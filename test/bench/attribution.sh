@@ -2,7 +2,10 @@
 # Attribution benchmark, as root: sudo bash test/bench/attribution.sh
 # (1) batch, on the bench database of test/bench/bench.sh (reused when it
 #     exists, else loaded: EVENTS, USERS): the plain-SQL query, the
-#     attribute() aggregate and attribution_backfill(), in one run.
+#     attribute() aggregate, the C scan attribute_batch() (one pass with
+#     propensity.batch_memory = BATCH_MEMORY, default 2GB, and several with
+#     256MB) and attribution_backfill() against plain SQL writing the same
+#     rows, in one run.
 # (2) streaming: STREAM_EVENTS generated events with 10% out of order
 #     (up to 6 hours) through ingest() in batches of BATCH, against the
 #     same stream inserted by load_generated_events (no attribution), each
@@ -33,7 +36,8 @@ fi
 psql_pg -d bench -c "ALTER EXTENSION propensity UPDATE"
 psql_pg -d bench -c "SELECT count(*) AS events, count(*) FILTER (WHERE event_type = 'CN') AS conversions FROM propensity.events"
 echo "== batch"
-psql_pg -d bench -f "$here/test/bench/attribution.sql"
+psql_pg -d bench -v bench_dir="$here/test/bench" -v batch_memory="${BATCH_MEMORY:-2GB}" \
+    -f "$here/test/bench/attribution.sql"
 
 echo "== streaming: $STREAM_EVENTS events, $STREAM_USERS users, 10% out of order, batches of $BATCH"
 for db in stream_ingest stream_plain; do

@@ -335,6 +335,7 @@ main(void)
 	test_generator_late();
 	test_attribution();
 	test_attr_engine();
+	test_attr_batch();
 	test_logit();
 	test_history();
 	printf("core: %d passed, %d failed\n", passed, failed);
