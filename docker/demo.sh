@@ -142,7 +142,7 @@ END
 \$\$;
 SELECT (SELECT count(*) FROM propensity.events) AS events,
        (SELECT generation FROM propensity.attribution_state) = :generation_before AS attribution_unchanged;
-\echo '== Backfill (the same engine in batch over the stored events) reaches the same state'
+\echo '== Backfill (the batch scan over the stored events, same rules) reaches the same state'
 CREATE TEMP TABLE streamed AS SELECT * FROM propensity.attribution_current;
 SELECT * FROM propensity.attribution_backfill();
 SELECT count(*) AS conversions_whose_credit_differs
