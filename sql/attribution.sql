@@ -137,6 +137,63 @@ ALTER TABLE propensity.events DETACH PARTITION reordered;
 ALTER TABLE propensity.events ATTACH PARTITION :day_partition FOR VALUES FROM ('2026-09-20') TO ('2026-09-21');
 DROP TABLE reordered;
 
+-- A partition is read last row first, and its impressions and clicks are
+-- kept only when a conversion read before needs them; the others are
+-- candidates, checked again when the partition is done.  Here one
+-- partition holds the whole month with every conversion stored first, so
+-- each needed impression and click is read before its conversion and must
+-- be read again; with 1MB, the candidates also outgrow their room (an
+-- eighth of it), and the rest of the partition is read in two phases.
+CREATE TABLE month_rows (LIKE propensity.events INCLUDING CONSTRAINTS);
+INSERT INTO month_rows SELECT * FROM propensity.events
+ WHERE event_time >= '2026-09-01' AND event_time < '2026-11-01'
+ ORDER BY event_type <> 'CN', event_time;
+SELECT count(*) AS month_rows FROM month_rows;
+CREATE TEMP TABLE month_days AS
+SELECT partition, range_start, range_end FROM propensity.event_partitions
+ WHERE range_start >= '2026-09-01' AND range_end <= '2026-11-01';
+CREATE FUNCTION month_days(attach boolean, except_day regclass DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE d record;
+BEGIN
+    FOR d IN SELECT * FROM month_days WHERE partition IS DISTINCT FROM except_day LOOP
+        IF attach THEN
+            EXECUTE format('ALTER TABLE propensity.events ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                           d.partition, d.range_start, d.range_end);
+        ELSE
+            EXECUTE format('ALTER TABLE propensity.events DETACH PARTITION %s', d.partition);
+        END IF;
+    END LOOP;
+END $$;
+SELECT count(*) AS days FROM month_days;
+SELECT month_days(attach => false);
+ALTER TABLE propensity.events ATTACH PARTITION month_rows FOR VALUES FROM ('2026-09-01') TO ('2026-11-01');
+CREATE TEMP TABLE scan_month AS SELECT * FROM propensity.attribute_batch();
+SET propensity.batch_memory = '1MB';
+CREATE TEMP TABLE scan_month_small AS SELECT * FROM propensity.attribute_batch();
+RESET propensity.batch_memory;
+SELECT diff('batch', 'scan_month') AS conversions_first, diff('batch', 'scan_month_small') AS small;
+ALTER TABLE propensity.events DETACH PARTITION month_rows;
+DROP TABLE month_rows;
+-- The default partition is read for its conversions before the others and
+-- for its impressions and clicks after them: here it holds one day of the
+-- stream, whose impressions serve later conversions and whose conversions
+-- are served by earlier impressions.
+SELECT partition AS day_partition FROM month_days WHERE range_start = '2026-09-15' \gset
+SELECT month_days(attach => true, except_day => :'day_partition');
+INSERT INTO propensity.events SELECT * FROM :day_partition;
+SELECT (SELECT count(*) FROM propensity.events_default
+         WHERE event_time >= '2026-09-15' AND event_time < '2026-09-16')
+       = (SELECT count(*) FROM :day_partition) AS day_in_default;
+CREATE TEMP TABLE scan_default AS SELECT * FROM propensity.attribute_batch();
+SELECT diff('batch', 'scan_default') AS default_partition;
+DELETE FROM propensity.events_default
+ WHERE event_time >= '2026-09-15' AND event_time < '2026-09-16';
+ALTER TABLE propensity.events ATTACH PARTITION :day_partition FOR VALUES FROM ('2026-09-15') TO ('2026-09-16');
+SELECT count(*) AS month_rows_again FROM propensity.events
+ WHERE event_time >= '2026-09-01' AND event_time < '2026-11-01';
+DROP FUNCTION month_days(boolean, regclass);
+
 -- bad input
 \set VERBOSITY default
 SELECT propensity.attribute(NULL, 'IM', '2026-09-01', 1, 'a', 1, '30 days', '30 days', '30 days');

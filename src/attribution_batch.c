@@ -6,9 +6,13 @@
  * attribution_backfill() (attribution_engine.c) writes them as the state
  * the streaming engine reaches.
  *
- * Heap partitions are read a page at a time and only the eight columns the
- * rules need are decoded, in place; any other table goes through tuple
- * slots.  Memory is bounded by propensity.batch_memory: users are split by
+ * Each pass reads the partitions twice: the conversions first, then the
+ * impressions and clicks, which are all counted but kept only when their
+ * (user, advertiser) has a conversion at or after them (about one in ten
+ * in the generated set: the others cannot affect any credit).  Heap
+ * partitions are read a page at a time and only the eight columns the
+ * rules need are decoded, in place, the event type first; any other table
+ * goes through tuple slots.  Memory is bounded by propensity.batch_memory: users are split by
  * hash into classes, each evaluated after a scan of its own.
  */
 #include "postgres.h"
@@ -26,12 +30,15 @@
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "partitioning/partdesc.h"
 #include "portability/instr_time.h"
 #include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/partcache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
@@ -135,6 +142,19 @@ load_late(MemoryContext cxt)
 
 /* ---- the scan ---- */
 
+/*
+ * An impression or click not needed when it was read, of a partition read
+ * in one pass: the conversions read after it in the same partition may
+ * need it.
+ */
+typedef struct Candidate
+{
+	int64		time;
+	uint32		key;			/* ab_key() */
+	BlockNumber blk;
+	OffsetNumber off;
+} Candidate;
+
 typedef struct AttrScan
 {
 	AttrBatch  *ab;
@@ -142,6 +162,16 @@ typedef struct AttrScan
 	HTAB	   *late;
 	Relation	rel;
 	AttrScanInfo *info;
+	/* the candidates of the partition being read in one pass */
+	bool		deferring;
+	BlockNumber cur_blk;
+	OffsetNumber cur_off;
+	Candidate  *cands;
+	int			ncands;
+	int			maxcands;		/* allocated */
+	int			capcands;		/* the most allowed */
+	int64		ndeferred;		/* for DEBUG1 */
+	int64		nrefetched;
 } AttrScan;
 
 /* Text datum contents; detoasts into *copy (caller frees) only when needed. */
@@ -174,100 +204,174 @@ unknown_type(AttrScan *as, const char *type, uint32 len)
 					RelationGetRelationName(as->rel))));
 }
 
-/* One stored event: v[] and isnull[] in the order of col_names. */
+/*
+ * The phases of a read: the conversions, or the impressions and clicks
+ * (all counted, only those ab_needed() kept: most cannot affect any
+ * conversion), or all in one read of a heap partition.  Read in one pass,
+ * a partition's impressions and clicks not needed when read become
+ * candidates, checked again once the partition is read; they are few when
+ * later partitions were read before (conversions follow impressions) and
+ * each partition is read backwards (events arrive mostly in time order).
+ */
+typedef enum ScanPhase
+{
+	PHASE_CONVERSIONS,
+	PHASE_OTHERS,
+	PHASE_ALL					/* both in one read, with candidates */
+} ScanPhase;
+
+/* Whether an event is in attribution_late, which the engine left out. */
+static bool
+is_late(AttrScan *as, int64 time, Datum id)
+{
+	LateKey		k;
+	struct varlena *id_copy = NULL;
+	bool		found;
+
+	k.time = time;
+	k.id = text_contents(id, &k.len, &id_copy);
+	found = hash_search(as->late, &k, HASH_FIND, NULL) != NULL;
+	if (id_copy != NULL)
+		pfree(id_copy);
+	return found;
+}
+
+/* The event type of a row; errors out on an unknown one. */
+static inline int
+row_type(AttrScan *as, Datum d)
+{
+	struct varlena *copy = NULL;
+	uint32		len;
+	const char *text = text_contents(d, &len, &copy);
+	int			type = feat_parse_type(text, len);
+
+	if (unlikely(type < 0))
+		unknown_type(as, text, len);
+	if (copy != NULL)
+		pfree(copy);
+	return type;
+}
+
+/* Add an event whose leading fields in are set, reading the rest from v. */
 static void
-consume(AttrScan *as, const Datum *v, const bool *isnull)
+add_event(AttrScan *as, AttrInput *in, uint32 hash, const Datum *v, const bool *isnull)
+{
+	struct varlena *id_copy = NULL;
+	struct varlena *auction_copy = NULL;
+	uint32		id_len;
+	uint32		auction_len = 0;
+
+	in->event_id = text_contents(v[C_ID], &id_len, &id_copy);
+	in->auction_id = isnull[C_AUCTION] ? NULL :
+		text_contents(v[C_AUCTION], &auction_len, &auction_copy);
+	in->has_pixel = !isnull[C_PIXEL];
+	in->pixel_id = isnull[C_PIXEL] ? 0 : DatumGetInt64(v[C_PIXEL]);
+	ab_add(as->ab, in, hash, id_len, auction_len);
+	as->info->events++;
+	as->info->conversions += in->type == FEAT_CN;
+	if (id_copy != NULL)
+		pfree(id_copy);
+	if (auction_copy != NULL)
+		pfree(auction_copy);
+}
+
+/*
+ * One stored event of the given type (row_type()): v[] and isnull[] in the
+ * order of col_names.  A conversion is added; an impression or click is
+ * counted, and added when it can matter to the conversions added so far,
+ * else, while deferring, kept as a candidate.  refetch: a candidate read
+ * again, to be added (it was counted).
+ */
+static void
+consume(AttrScan *as, int type, const Datum *v, const bool *isnull, bool refetch)
 {
 	struct varlena *user_copy = NULL;
-	struct varlena *type_copy = NULL;
 	const char *user;
-	const char *type_text;
 	uint32		user_len;
-	uint32		type_len;
-	int			type;
 	uint32		hash;
 	AttrInput	in;
 
 	if (unlikely(isnull[C_TIME] || isnull[C_USER] || isnull[C_TYPE] || isnull[C_ID]))
 		return;					/* NOT NULL columns: cannot happen */
 	in.time_us = DatumGetTimestampTz(v[C_TIME]);
-	if (as->late != NULL)
+	if (!refetch)
 	{
-		LateKey		k;
-		struct varlena *id_copy = NULL;
-		bool		found;
-
-		k.time = in.time_us;
-		k.id = text_contents(v[C_ID], &k.len, &id_copy);
-		found = hash_search(as->late, &k, HASH_FIND, NULL) != NULL;
-		if (id_copy != NULL)
-			pfree(id_copy);
-		if (found)
+		if (as->late != NULL && is_late(as, in.time_us, v[C_ID]))
 			return;
+		if (!as->info->has_max || in.time_us > as->info->max_time)
+		{
+			as->info->has_max = true;
+			as->info->max_time = in.time_us;
+		}
 	}
-	if (!as->info->has_max || in.time_us > as->info->max_time)
-	{
-		as->info->has_max = true;
-		as->info->max_time = in.time_us;
-	}
-	if (isnull[C_ADVERTISER])
-		return;
-	type_text = text_contents(v[C_TYPE], &type_len, &type_copy);
-	type = feat_parse_type(type_text, type_len);
-	if (unlikely(type < 0))
-		unknown_type(as, type_text, type_len);
-	if (type_copy != NULL)
-		pfree(type_copy);
-	if (type == FEAT_PS)
+	if (isnull[C_ADVERTISER] || type == FEAT_PS)
 		return;
 	user = text_contents(v[C_USER], &user_len, &user_copy);
 	hash = ab_hash(user, user_len);
 	if ((uint32) (((uint64) hash * as->cls.modulus) >> 32) == as->cls.residue)
 	{
-		struct varlena *id_copy = NULL;
-		struct varlena *auction_copy = NULL;
-		uint32		id_len;
-		uint32		auction_len = 0;
-
 		in.user_id = user;
 		in.user_len = user_len;
 		in.type = (FeatEventType) type;
 		in.advertiser_id = DatumGetInt64(v[C_ADVERTISER]);
-		in.event_id = text_contents(v[C_ID], &id_len, &id_copy);
 		in.has_campaign = !isnull[C_CAMPAIGN];
 		in.campaign_id = isnull[C_CAMPAIGN] ? 0 : DatumGetInt64(v[C_CAMPAIGN]);
-		in.auction_id = isnull[C_AUCTION] ? NULL :
-			text_contents(v[C_AUCTION], &auction_len, &auction_copy);
-		in.has_pixel = !isnull[C_PIXEL];
-		in.pixel_id = isnull[C_PIXEL] ? 0 : DatumGetInt64(v[C_PIXEL]);
-		ab_add(as->ab, &in, hash, id_len, auction_len);
-		as->info->events++;
-		as->info->conversions += type == FEAT_CN;
-		if (id_copy != NULL)
-			pfree(id_copy);
-		if (auction_copy != NULL)
-			pfree(auction_copy);
+		if (type == FEAT_CN || refetch)
+			add_event(as, &in, hash, v, isnull);
+		else
+		{
+			uint32		key = ab_key(hash, in.advertiser_id);
+
+			ab_count(as->ab, &in);
+			if (ab_needed(as->ab, key, in.time_us))
+				add_event(as, &in, hash, v, isnull);
+			else if (as->deferring)
+			{
+				Candidate  *c;
+
+				if (as->ncands == as->maxcands)
+				{
+					as->maxcands *= 2;
+					as->cands = repalloc_huge(as->cands, sizeof(Candidate) * as->maxcands);
+				}
+				c = &as->cands[as->ncands++];
+				as->ndeferred++;
+				c->time = in.time_us;
+				c->key = key;
+				c->blk = as->cur_blk;
+				c->off = as->cur_off;
+			}
+		}
 	}
 	if (user_copy != NULL)
 		pfree(user_copy);
 }
 
+/* Whether a row of this type belongs to the phase. */
+static inline bool
+in_phase(ScanPhase phase, int type)
+{
+	return phase == PHASE_ALL || (type == FEAT_CN) == (phase == PHASE_CONVERSIONS);
+}
+
 /*
- * The leading natts attributes of a heap tuple, in place (heap_deform_tuple
- * stops at none); missing trailing attributes read as NULL, which is right
+ * Attributes [from, to) of a heap tuple, in place, from *off (the offset of
+ * attribute from; 0 for the first), which is advanced (heap_deform_tuple
+ * stops at none).  Missing trailing attributes read as NULL, which is right
  * when none of them has a stored default (heap_fast_path checks).
  */
 static inline void
-deform_leading(HeapTupleHeader tup, TupleDesc desc, int natts, Datum *values, bool *isnull)
+deform_range(HeapTupleHeader tup, TupleDesc desc, int from, int to, uint32 *offp,
+			 Datum *values, bool *isnull)
 {
 	bool		hasnulls = (tup->t_infomask & HEAP_HASNULL) != 0;
 	bits8	   *bp = tup->t_bits;
 	char	   *tp = (char *) tup + tup->t_hoff;
 	int			tupnatts = HeapTupleHeaderGetNatts(tup);
-	uint32		off = 0;
+	uint32		off = *offp;
 	int			i;
 
-	for (i = 0; i < natts; i++)
+	for (i = from; i < to; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
@@ -285,6 +389,7 @@ deform_leading(HeapTupleHeader tup, TupleDesc desc, int natts, Datum *values, bo
 		values[i] = fetchatt(att, tp + off);
 		off = att_addlength_pointer(off, att->attlen, tp + off);
 	}
+	*offp = off;
 }
 
 /* The attribute numbers of the columns, checked for type. */
@@ -331,21 +436,171 @@ heap_fast_path(Relation rel, int natts)
 static bool
 over_limit(AttrScan *as, Size limit_bytes)
 {
-	return ab_memory(as->ab) > limit_bytes || ab_event_count(as->ab) >= (size_t) PG_UINT32_MAX - 2;
+	return ab_memory(as->ab) + sizeof(Candidate) * as->maxcands > limit_bytes ||
+		ab_event_count(as->ab) >= (size_t) PG_UINT32_MAX - 2;
 }
 
-/* One partition; false when the class outgrew limit_bytes. */
-static bool
-scan_relation(AttrScan *as, Oid relid, Size limit_bytes)
+/* Where the columns are in a partition's rows. */
+typedef struct ColumnMap
 {
+	TupleDesc	desc;
 	AttrNumber	attnums[NCOLS];
-	int			natts = 0;
+	int			natts;			/* attributes to decode for all */
+	int			head;			/* attributes to decode for the event type */
+	Datum	   *values;			/* natts */
+	bool	   *nulls;
+} ColumnMap;
+
+/* Decode a heap row in place: false for a row without an event type. */
+static inline bool
+decode_row(ColumnMap *cm, HeapTupleHeader tup, ScanPhase phase, AttrScan *as, int *type,
+		   Datum *v, bool *isnull)
+{
+	uint32		off = 0;
 	int			c;
-	Datum	   *all_values;
-	bool	   *all_nulls;
+
+	deform_range(tup, cm->desc, 0, cm->head, &off, cm->values, cm->nulls);
+	if (unlikely(cm->nulls[cm->head - 1]))
+		return false;			/* NOT NULL: cannot happen */
+	*type = row_type(as, cm->values[cm->head - 1]);
+	if (!in_phase(phase, *type))
+		return false;
+	deform_range(tup, cm->desc, cm->head, cm->natts, &off, cm->values, cm->nulls);
+	for (c = 0; c < NCOLS; c++)
+	{
+		v[c] = cm->values[cm->attnums[c] - 1];
+		isnull[c] = cm->nulls[cm->attnums[c] - 1];
+	}
+	return true;
+}
+
+/*
+ * Blocks [0, end) of a heap partition, in one phase, the last block and
+ * row first.  Returns the number of blocks not read: 0, unless the class
+ * outgrew limit_bytes (*fits is then false) or, in PHASE_ALL, the
+ * candidates filled their room.
+ */
+static BlockNumber
+scan_heap(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm, BlockNumber end, ScanPhase phase,
+		  Size limit_bytes, bool *fits)
+{
+	BlockNumber blk;
 	Datum		v[NCOLS];
 	bool		isnull[NCOLS];
-	TableScanDesc scan;
+
+	as->deferring = phase == PHASE_ALL;
+	for (blk = end; blk > 0; blk--)
+	{
+		Page		page;
+		int			i;
+
+		if (phase == PHASE_ALL && as->ncands + MaxHeapTuplesPerPage > as->capcands)
+			break;
+		if ((blk & 63) == 0 && over_limit(as, limit_bytes))
+		{
+			*fits = false;
+			break;
+		}
+		heapgetpage((TableScanDesc) hscan, blk - 1);	/* checks for interrupts */
+		page = BufferGetPage(hscan->rs_cbuf);
+		as->cur_blk = blk - 1;
+		for (i = hscan->rs_ntuples - 1; i >= 0; i--)
+		{
+			int			type;
+
+			as->cur_off = hscan->rs_vistuples[i];
+			if (decode_row(cm, (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, as->cur_off)),
+						   phase, as, &type, v, isnull))
+				consume(as, type, v, isnull, false);
+		}
+	}
+	as->deferring = false;
+	return blk;
+}
+
+/* Add the candidates that the partition's conversions need, read again. */
+static void
+resolve_candidates(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm)
+{
+	BlockNumber cur = InvalidBlockNumber;
+	Page		page = NULL;
+	Datum		v[NCOLS];
+	bool		isnull[NCOLS];
+	int			i;
+
+	for (i = 0; i < as->ncands; i++)
+	{
+		const Candidate *c = &as->cands[i];
+		int			type;
+
+		if (!ab_needed(as->ab, c->key, c->time))
+			continue;
+		as->nrefetched++;
+		if (c->blk != cur)
+		{
+			/* the same snapshot: the row is still visible, at the same offset */
+			heapgetpage((TableScanDesc) hscan, c->blk);
+			page = BufferGetPage(hscan->rs_cbuf);
+			cur = c->blk;
+		}
+		if (decode_row(cm, (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, c->off)),
+					   PHASE_OTHERS, as, &type, v, isnull))
+			consume(as, type, v, isnull, true);
+	}
+	as->ncands = 0;
+}
+
+/* A partition through tuple slots, in one phase (not PHASE_ALL). */
+static bool
+scan_slots(AttrScan *as, ColumnMap *cm, ScanPhase phase, Size limit_bytes)
+{
+	TupleTableSlot *slot = table_slot_create(as->rel, NULL);
+	TableScanDesc scan = table_beginscan(as->rel, GetActiveSnapshot(), 0, NULL);
+	uint64		rows = 0;
+	bool		fits = true;
+	Datum		v[NCOLS];
+	bool		isnull[NCOLS];
+
+	while (fits && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		int			type;
+		int			c;
+
+		if ((++rows & 8191) == 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (over_limit(as, limit_bytes))
+				fits = false;
+		}
+		slot_getsomeattrs(slot, cm->head);
+		if (unlikely(slot->tts_isnull[cm->head - 1]))
+			continue;
+		type = row_type(as, slot->tts_values[cm->head - 1]);
+		if (!in_phase(phase, type))
+			continue;
+		slot_getsomeattrs(slot, cm->natts);
+		for (c = 0; c < NCOLS; c++)
+		{
+			v[c] = slot->tts_values[cm->attnums[c] - 1];
+			isnull[c] = slot->tts_isnull[cm->attnums[c] - 1];
+		}
+		consume(as, type, v, isnull, false);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return fits;
+}
+
+/*
+ * One partition in one phase; false when the class outgrew limit_bytes.
+ * PHASE_ALL needs every conversion after the partition's rows to have been
+ * added already, except the partition's own.
+ */
+static bool
+scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
+{
+	ColumnMap	cm;
+	int			c;
 	bool		fits = true;
 
 	as->rel = table_open(relid, AccessShareLock);
@@ -354,72 +609,46 @@ scan_relation(AttrScan *as, Oid relid, Size limit_bytes)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("partition \"%s\" of propensity.events is not a plain table",
 						RelationGetRelationName(as->rel))));
-	column_map(as->rel, attnums);
+	cm.desc = RelationGetDescr(as->rel);
+	column_map(as->rel, cm.attnums);
+	cm.natts = 0;
 	for (c = 0; c < NCOLS; c++)
-		natts = Max(natts, attnums[c]);
-	all_values = palloc(sizeof(Datum) * natts);
-	all_nulls = palloc(sizeof(bool) * natts);
+		cm.natts = Max(cm.natts, cm.attnums[c]);
+	/* the event type is decoded first: many rows stop there */
+	cm.head = cm.attnums[C_TYPE];
+	cm.values = palloc(sizeof(Datum) * cm.natts);
+	cm.nulls = palloc(sizeof(bool) * cm.natts);
 
-	if (propensity_batch_fast_scan && heap_fast_path(as->rel, natts))
+	if (propensity_batch_fast_scan && heap_fast_path(as->rel, cm.natts))
 	{
-		HeapScanDesc hscan;
-		BlockNumber blk;
-		TupleDesc	desc = RelationGetDescr(as->rel);
+		TableScanDesc scan = table_beginscan_strat(as->rel, GetActiveSnapshot(), 0, NULL,
+												   true, false);
+		HeapScanDesc hscan = (HeapScanDesc) scan;
+		BlockNumber left = scan_heap(as, hscan, &cm, hscan->rs_nblocks, phase, limit_bytes, &fits);
 
-		scan = table_beginscan_strat(as->rel, GetActiveSnapshot(), 0, NULL, true, false);
-		hscan = (HeapScanDesc) scan;
-		for (blk = 0; blk < hscan->rs_nblocks && fits; blk++)
+		if (phase == PHASE_ALL)
 		{
-			Page		page;
-			int			i;
-
-			if ((blk & 63) == 0 && over_limit(as, limit_bytes))
-				fits = false;
-			heapgetpage(scan, blk); /* checks for interrupts */
-			page = BufferGetPage(hscan->rs_cbuf);
-			for (i = 0; i < hscan->rs_ntuples && fits; i++)
-			{
-				HeapTupleHeader tup = (HeapTupleHeader)
-					PageGetItem(page, PageGetItemId(page, hscan->rs_vistuples[i]));
-
-				deform_leading(tup, desc, natts, all_values, all_nulls);
-				for (c = 0; c < NCOLS; c++)
-				{
-					v[c] = all_values[attnums[c] - 1];
-					isnull[c] = all_nulls[attnums[c] - 1];
-				}
-				consume(as, v, isnull);
-			}
+			/*
+			 * Out of room for candidates: the blocks left are read for their
+			 * conversions, then for their impressions and clicks.
+			 */
+			if (fits && left > 0)
+				(void) scan_heap(as, hscan, &cm, left, PHASE_CONVERSIONS, limit_bytes, &fits);
+			if (fits)
+				resolve_candidates(as, hscan, &cm);
+			as->ncands = 0;
+			if (fits && left > 0)
+				(void) scan_heap(as, hscan, &cm, left, PHASE_OTHERS, limit_bytes, &fits);
 		}
 		table_endscan(scan);
 	}
+	else if (phase == PHASE_ALL)
+		fits = scan_slots(as, &cm, PHASE_CONVERSIONS, limit_bytes) &&
+			scan_slots(as, &cm, PHASE_OTHERS, limit_bytes);
 	else
-	{
-		TupleTableSlot *slot = table_slot_create(as->rel, NULL);
-		uint64		rows = 0;
-
-		scan = table_beginscan(as->rel, GetActiveSnapshot(), 0, NULL);
-		while (fits && table_scan_getnextslot(scan, ForwardScanDirection, slot))
-		{
-			if ((++rows & 8191) == 0)
-			{
-				CHECK_FOR_INTERRUPTS();
-				if (over_limit(as, limit_bytes))
-					fits = false;
-			}
-			slot_getsomeattrs(slot, natts);
-			for (c = 0; c < NCOLS; c++)
-			{
-				v[c] = slot->tts_values[attnums[c] - 1];
-				isnull[c] = slot->tts_isnull[attnums[c] - 1];
-			}
-			consume(as, v, isnull);
-		}
-		table_endscan(scan);
-		ExecDropSingleTupleTableSlot(slot);
-	}
-	pfree(all_values);
-	pfree(all_nulls);
+		fits = scan_slots(as, &cm, phase, limit_bytes);
+	pfree(cm.values);
+	pfree(cm.nulls);
 	table_close(as->rel, AccessShareLock);
 	as->rel = NULL;
 	return fits && !over_limit(as, limit_bytes);
@@ -518,6 +747,38 @@ unmap_all(ScanAllocator *sa)
 	}
 }
 
+/*
+ * The partitions in the order the scan needs.  ranged: by range of
+ * event_time, the latest first, each read in one pass (PHASE_ALL: every
+ * conversion after its rows is in it or in one read before).  deferred:
+ * the default partition and any other whose range is not known here, read
+ * for their conversions before all, and for the rest after all.
+ */
+static void
+order_partitions(Relation parent, List *parts, List **ranged, List **deferred)
+{
+	PartitionKey key = RelationGetPartitionKey(parent);
+	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
+	Oid			default_oid = get_default_oid_from_partdesc(pd);
+	ListCell   *lc;
+
+	*ranged = NIL;
+	*deferred = NIL;
+	if (key->strategy == PARTITION_STRATEGY_RANGE && key->partnatts == 1 &&
+		key->partattrs[0] == get_attnum(RelationGetRelid(parent), "event_time"))
+	{
+		int			i;
+
+		/* in the order of their bounds */
+		for (i = pd->nparts - 1; i >= 0; i--)
+			if (pd->oids[i] != default_oid && list_member_oid(parts, pd->oids[i]))
+				*ranged = lappend_oid(*ranged, pd->oids[i]);
+	}
+	foreach(lc, parts)
+		if (!list_member_oid(*ranged, lfirst_oid(lc)))
+			*deferred = lappend_oid(*deferred, lfirst_oid(lc));
+}
+
 void
 prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScanSink *sink,
 			   AttrScanInfo *info)
@@ -525,6 +786,8 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	Oid			parent = prop_events_relid();
 	Relation	parent_rel;
 	List	   *parts;
+	List	   *ranged;
+	List	   *deferred;
 	HTAB	   *late = NULL;
 	MemoryContext cxt;
 	CoreAllocator allocator;
@@ -547,6 +810,7 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	/* hold the parent so that partitions are not attached or detached under us */
 	parent_rel = table_open(parent, AccessShareLock);
 	parts = prop_event_partitions(parent, DT_NOEND);
+	order_partitions(parent_rel, parts, &ranged, &deferred);
 	if (skip_late)
 	{
 		MemoryContext caller = CurrentMemoryContext;
@@ -571,6 +835,10 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	memset(&as, 0, sizeof(as));
 	as.late = late;
 	as.info = info;
+	/* candidates take up to an eighth of the memory */
+	as.maxcands = 1024;
+	as.capcands = (int) Min(Max(limit_bytes / 8 / sizeof(Candidate), 4096), INT_MAX / 2);
+	as.cands = palloc(sizeof(Candidate) * as.maxcands);
 
 	work = palloc(sizeof(HashClass) * (MAX_HASH_CLASSES + 1));
 	work[nwork++] = (HashClass) {1, 0};
@@ -588,14 +856,18 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 
 			INSTR_TIME_SET_CURRENT(t_start);
 			as.cls = cls;
+			as.ndeferred = as.nrefetched = 0;
 			as.ab = ab_create(&allocator);
 			info->passes++;
-			foreach(lc, parts)
-			{
-				fits = scan_relation(&as, lfirst_oid(lc), limit_bytes);
-				if (!fits)
-					break;
-			}
+			foreach(lc, deferred)
+				if (fits)
+					fits = scan_relation(&as, lfirst_oid(lc), PHASE_CONVERSIONS, limit_bytes);
+			foreach(lc, ranged)
+				if (fits)
+					fits = scan_relation(&as, lfirst_oid(lc), PHASE_ALL, limit_bytes);
+			foreach(lc, deferred)
+				if (fits)
+					fits = scan_relation(&as, lfirst_oid(lc), PHASE_OTHERS, limit_bytes);
 			if (fits)
 			{
 				size_t		pos = 0;
@@ -607,9 +879,9 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 				INSTR_TIME_SUBTRACT(t_done, t_scanned);
 				INSTR_TIME_SUBTRACT(t_scanned, t_start);
 				ereport(DEBUG1,
-						(errmsg("batch attribution: class %u/%u: %zu users, %zu events, %zu kB, scan %.1f ms, evaluation %.1f ms",
+						(errmsg("batch attribution: class %u/%u: %zu users, %zu events (" INT64_FORMAT " read again of " INT64_FORMAT " deferred), %zu kB, scan %.1f ms, evaluation %.1f ms",
 								cls.residue, cls.modulus, ab_user_count(as.ab),
-								ab_event_count(as.ab), ab_memory(as.ab) / 1024,
+								ab_event_count(as.ab), as.nrefetched, as.ndeferred, ab_memory(as.ab) / 1024,
 								INSTR_TIME_GET_MILLISEC(t_scanned), INSTR_TIME_GET_MILLISEC(t_done))));
 				while (ab_next_total(as.ab, &pos, &t))
 					sink->total(sink->arg, &t);
@@ -643,6 +915,7 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	}
 	PG_END_TRY();
 	pfree(work);
+	pfree(as.cands);
 	MemoryContextDelete(cxt);
 	MemoryContextDelete(sa.maps_cxt);
 	if (late != NULL)
@@ -652,11 +925,34 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 
 /* ---- attribute_batch() ---- */
 
+/* A text value rebuilt in place for each row: tuplestore_putvalues copies it. */
+typedef struct TextBuf
+{
+	text	   *t;
+	Size		cap;			/* bytes of contents */
+} TextBuf;
+
 typedef struct BatchOut
 {
 	ReturnSetInfo *rsinfo;
-	StringInfoData buf;
+	TextBuf		user;
+	TextBuf		conversion;
+	TextBuf		impression;
+	Datum		kinds[3];		/* by AttrKind */
 } BatchOut;
+
+static Datum
+text_buf_set(TextBuf *b, const char *s, Size len)
+{
+	if (b->t == NULL || len > b->cap)
+	{
+		b->cap = Max(len, 64);
+		b->t = b->t == NULL ? palloc(VARHDRSZ + b->cap) : repalloc(b->t, VARHDRSZ + b->cap);
+	}
+	memcpy(VARDATA(b->t), s, len);
+	SET_VARSIZE(b->t, VARHDRSZ + len);
+	return PointerGetDatum(b->t);
+}
 
 static void
 emit_row(void *arg, const AttrBatchCredit *c)
@@ -665,21 +961,17 @@ emit_row(void *arg, const AttrBatchCredit *c)
 	Datum		values[7];
 	bool		nulls[7] = {false, false, false, false, false, false, false};
 
-	values[0] = PointerGetDatum(cstring_to_text_with_len(c->user_id, c->user_len));
+	values[0] = text_buf_set(&out->user, c->user_id, c->user_len);
 	values[1] = Int64GetDatum(c->advertiser_id);
-	values[2] = CStringGetTextDatum(c->conversion_id);
+	values[2] = text_buf_set(&out->conversion, c->conversion_id, strlen(c->conversion_id));
 	values[3] = TimestampTzGetDatum(c->conversion_time_us);
-	values[4] = CStringGetTextDatum(attr_kind_name(c->credit.kind));
+	values[4] = out->kinds[c->credit.kind];
 	values[5] = Int64GetDatum(c->credit.campaign_id);
 	nulls[5] = !c->credit.has_campaign;
 	nulls[6] = c->credit.impression_id == NULL;
-	values[6] = nulls[6] ? (Datum) 0 : CStringGetTextDatum(c->credit.impression_id);
+	values[6] = nulls[6] ? (Datum) 0 :
+		text_buf_set(&out->impression, c->credit.impression_id, strlen(c->credit.impression_id));
 	tuplestore_putvalues(out->rsinfo->setResult, out->rsinfo->setDesc, values, nulls);
-	pfree(DatumGetPointer(values[0]));
-	pfree(DatumGetPointer(values[2]));
-	pfree(DatumGetPointer(values[4]));
-	if (!nulls[6])
-		pfree(DatumGetPointer(values[6]));
 }
 
 static void
@@ -710,7 +1002,11 @@ propensity_attribute_batch(PG_FUNCTION_ARGS)
 	int			nest;
 
 	InitMaterializedSRF(fcinfo, 0);
+	memset(&out, 0, sizeof(out));
 	out.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	out.kinds[ATTR_NONE] = CStringGetTextDatum(attr_kind_name(ATTR_NONE));
+	out.kinds[ATTR_PC] = CStringGetTextDatum(attr_kind_name(ATTR_PC));
+	out.kinds[ATTR_PV] = CStringGetTextDatum(attr_kind_name(ATTR_PV));
 	nest = prop_pin_search_path();
 	SPI_connect();
 	/* the settings outlive the SPI connection */

@@ -24,6 +24,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "portability/instr_time.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -779,6 +780,10 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	int			n = 0;
 	uint64		i;
 	Datum		arg = PointerGetDatum(batch);
+	instr_time	t_start;
+	instr_time	t_synced;
+	instr_time	t_stored;
+	instr_time	t_done;
 
 	reset_plans_for(array_type);
 	memset(out, 0, sizeof(int64) * 5);
@@ -807,9 +812,11 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 		return;
 	}
 
+	INSTR_TIME_SET_CURRENT(t_start);
 	state = lock_state();
 	settings = prop_attr_load_settings();
 	engine_sync(&state, &settings);
+	INSTR_TIME_SET_CURRENT(t_synced);
 	if (nbatch > 0)
 	{
 		run_plan(P_INSERT,
@@ -825,9 +832,18 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 			row_to_input(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &inputs[n],
 						 &type_names[n], &has_adv[n]);
 	}
+	INSTR_TIME_SET_CURRENT(t_stored);
 	apply_new_events(&state, &settings, inputs, type_names, has_adv, n, out);
+	INSTR_TIME_SET_CURRENT(t_done);
 	out[0] = n;
 	out[1] = nbatch - n;
+	INSTR_TIME_SUBTRACT(t_done, t_stored);
+	INSTR_TIME_SUBTRACT(t_stored, t_synced);
+	INSTR_TIME_SUBTRACT(t_synced, t_start);
+	ereport(DEBUG1,
+			(errmsg("ingest: %d events, %d new: engine sync %.3f ms, store %.3f ms, attribution %.3f ms",
+					nbatch, n, INSTR_TIME_GET_MILLISEC(t_synced), INSTR_TIME_GET_MILLISEC(t_stored),
+					INSTR_TIME_GET_MILLISEC(t_done))));
 	if (nbatch > 0)
 		prop_history_after_array(arg, array_type);
 	SPI_finish();

@@ -2,7 +2,9 @@
  * attr_batch.c - batch attribution of attr_batch.h.  Events are appended as
  * fixed-size records to one of 1024 parts by the low bits of their user's
  * hash (sequential writes, no lookup while scanning); strings go to an
- * arena.  Evaluation takes a part at a time: a table of its users, small
+ * arena.  The latest conversion of each (user, advertiser) key is kept in a
+ * hash table by a 32-bit key, which tells the caller which impressions and
+ * clicks can matter at all (ab_needed).  Evaluation takes a part at a time: a table of its users, small
  * enough to stay in cache, links each user's events, and a user with
  * conversions is credited key by key, its events sorted by advertiser.
  */
@@ -74,6 +76,13 @@ typedef struct AbTotal
 	uint8_t		used;
 } AbTotal;
 
+/* The latest conversion of a key (ab_key; 0 marks an empty slot). */
+typedef struct AbConv
+{
+	uint32_t	key;
+	int64_t		max_time;
+} AbConv;
+
 typedef struct ArenaBlock
 {
 	struct ArenaBlock *next;
@@ -95,6 +104,10 @@ struct AttrBatch
 	AbTotal    *totals;
 	size_t		ntotal_slots;	/* power of two */
 	size_t		ntotals;
+	AbConv	   *convs;
+	size_t		nconv_slots;	/* power of two */
+	size_t		nconvs;
+	uint64_t   *bloom;			/* nconv_slots / 16 words: the keys of convs */
 };
 
 /*
@@ -146,6 +159,11 @@ ab_create(const CoreAllocator *allocator)
 	ab->ntotal_slots = 64;
 	ab->totals = allocator->alloc(allocator->ctx, ab->ntotal_slots * sizeof(AbTotal));
 	memset(ab->totals, 0, ab->ntotal_slots * sizeof(AbTotal));
+	ab->nconv_slots = 1024;
+	ab->convs = allocator->alloc(allocator->ctx, ab->nconv_slots * sizeof(AbConv));
+	memset(ab->convs, 0, ab->nconv_slots * sizeof(AbConv));
+	ab->bloom = allocator->alloc(allocator->ctx, ab->nconv_slots / 16 * sizeof(uint64_t));
+	memset(ab->bloom, 0, ab->nconv_slots / 16 * sizeof(uint64_t));
 	return ab;
 }
 
@@ -168,6 +186,8 @@ ab_destroy(AttrBatch *ab)
 		if (ab->parts[i].blocks != NULL)
 			ab->allocator.free(ab->allocator.ctx, ab->parts[i].blocks);
 	ab->allocator.free(ab->allocator.ctx, ab->totals);
+	ab->allocator.free(ab->allocator.ctx, ab->convs);
+	ab->allocator.free(ab->allocator.ctx, ab->bloom);
 	ab->allocator.free(ab->allocator.ctx, ab);
 }
 
@@ -219,14 +239,16 @@ rec_user(const AbRec *r)
 	return r->user_len <= AB_INLINE_KEY ? r->user.inline_key : r->user.ptr;
 }
 
-static void
-count_total(AttrBatch *ab, const AttrInput *e)
+void
+ab_count(AttrBatch *ab, const AttrInput *e)
 {
 	size_t		mask;
 	size_t		i;
 	AbTotal    *t;
 	int64_t		campaign = e->has_campaign ? e->campaign_id : 0;
 
+	if (e->type != FEAT_IM && e->type != FEAT_CL)
+		return;
 	if ((ab->ntotals + 1) * 2 > ab->ntotal_slots)
 	{
 		size_t		n = ab->ntotal_slots * 2;
@@ -272,6 +294,101 @@ count_total(AttrBatch *ab, const AttrInput *e)
 		t->clicks++;
 }
 
+uint32_t
+ab_key(uint32_t user_hash, int64_t advertiser_id)
+{
+	uint64_t	k = ((uint64_t) user_hash << 32 | user_hash) ^
+		((uint64_t) advertiser_id * UINT64_C(0x9e3779b97f4a7c15));
+
+	k ^= k >> 33;
+	k *= UINT64_C(0xff51afd7ed558ccd);
+	k ^= k >> 33;
+	return (uint32_t) k == 0 ? 1 : (uint32_t) k;
+}
+
+/*
+ * A blocked Bloom filter over the keys of convs, 8 bits per slot (16 or
+ * more per key): one word per key, four bits in it.  Most impressions and
+ * clicks have no conversion, and are answered from a table small enough
+ * for the cache instead of a probe of convs.
+ */
+static inline uint64_t
+bloom_bits(uint32_t key)
+{
+	uint32_t	h = key * 0x9e3779b1u;
+
+	return (UINT64_C(1) << (h & 63)) | (UINT64_C(1) << ((h >> 6) & 63)) |
+		(UINT64_C(1) << ((h >> 12) & 63)) | (UINT64_C(1) << ((h >> 18) & 63));
+}
+
+static inline size_t
+bloom_word(uint32_t key, size_t nslots)
+{
+	/* the high bits: convs is probed by the low ones */
+	return (size_t) (((uint64_t) key * (nslots / 16)) >> 32);
+}
+
+static AbConv *
+conv_slot(AbConv *convs, size_t nslots, uint32_t key)
+{
+	size_t		mask = nslots - 1;
+	size_t		i;
+
+	for (i = key & mask; convs[i].key != 0 && convs[i].key != key; i = (i + 1) & mask)
+		;
+	return &convs[i];
+}
+
+/* Note a conversion of key at time_us for ab_needed(). */
+static void
+note_conversion(AttrBatch *ab, uint32_t key, int64_t time_us)
+{
+	AbConv	   *c;
+
+	if ((ab->nconvs + 1) * 2 > ab->nconv_slots)
+	{
+		size_t		n = ab->nconv_slots * 2;
+		AbConv	   *nc = ab->allocator.alloc(ab->allocator.ctx, n * sizeof(AbConv));
+		size_t		i;
+
+		memset(nc, 0, n * sizeof(AbConv));
+		for (i = 0; i < ab->nconv_slots; i++)
+			if (ab->convs[i].key != 0)
+				*conv_slot(nc, n, ab->convs[i].key) = ab->convs[i];
+		ab->allocator.free(ab->allocator.ctx, ab->convs);
+		ab->allocator.free(ab->allocator.ctx, ab->bloom);
+		ab->convs = nc;
+		ab->nconv_slots = n;
+		ab->bloom = ab->allocator.alloc(ab->allocator.ctx, n / 16 * sizeof(uint64_t));
+		memset(ab->bloom, 0, n / 16 * sizeof(uint64_t));
+		for (i = 0; i < n; i++)
+			if (nc[i].key != 0)
+				ab->bloom[bloom_word(nc[i].key, n)] |= bloom_bits(nc[i].key);
+	}
+	c = conv_slot(ab->convs, ab->nconv_slots, key);
+	if (c->key == 0)
+	{
+		ab->bloom[bloom_word(key, ab->nconv_slots)] |= bloom_bits(key);
+		c->key = key;
+		c->max_time = time_us;
+		ab->nconvs++;
+	}
+	else if (time_us > c->max_time)
+		c->max_time = time_us;
+}
+
+bool
+ab_needed(const AttrBatch *ab, uint32_t key, int64_t time_us)
+{
+	uint64_t	bits = bloom_bits(key);
+	const AbConv *c;
+
+	if ((ab->bloom[bloom_word(key, ab->nconv_slots)] & bits) != bits)
+		return false;
+	c = conv_slot(ab->convs, ab->nconv_slots, key);
+	return c->key != 0 && c->max_time >= time_us;
+}
+
 static AbRec *
 part_append(AttrBatch *ab, AbPart *p)
 {
@@ -306,8 +423,8 @@ ab_add(AttrBatch *ab, const AttrInput *e, uint32_t hash, uint32_t id_len, uint32
 
 	if (e->type != FEAT_IM && e->type != FEAT_CL && e->type != FEAT_CN)
 		return;
-	if (e->type != FEAT_CN)
-		count_total(ab, e);
+	if (e->type == FEAT_CN)
+		note_conversion(ab, ab_key(hash, e->advertiser_id), e->time_us);
 	r = part_append(ab, &ab->parts[hash & (AB_NPARTS - 1)]);
 	ab->nrecs++;
 	r->time_us = e->time_us;
@@ -555,5 +672,6 @@ size_t
 ab_memory(const AttrBatch *ab)
 {
 	return sizeof(AttrBatch) +
-		ab->block_ptr_bytes + ab->arena_bytes + ab->ntotal_slots * sizeof(AbTotal);
+		ab->block_ptr_bytes + ab->arena_bytes + ab->ntotal_slots * sizeof(AbTotal) +
+		ab->nconv_slots * (sizeof(AbConv) + sizeof(uint64_t) / 16);
 }

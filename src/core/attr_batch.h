@@ -9,6 +9,10 @@
  * events added, which is what the streaming engine (attr_engine.h) reaches
  * after any sequence of batches of the same in-time events.
  *
+ * Most impressions and clicks cannot affect any conversion: a caller that
+ * adds the conversions first can leave those out (ab_needed()), and count
+ * them in the totals only (ab_count()).
+ *
  * Pure C: memory comes from a CoreAllocator.  The caller bounds memory with
  * ab_memory() and splits users into hash classes when it must (by the high
  * bits of ab_hash(); the parts use the low ones).
@@ -53,14 +57,33 @@ extern void ab_destroy(AttrBatch *ab);
 /* The user hash ab_add expects (the same as ut_hash). */
 extern uint32_t ab_hash(const char *user, uint32_t len);
 
+/* The key of a user (by ab_hash()) and an advertiser for ab_needed(). */
+extern uint32_t ab_key(uint32_t user_hash, int64_t advertiser_id);
+
+/*
+ * Count an impression or click in the totals (any other type is ignored).
+ * Every IM and CL is counted once, whether it is added or not.
+ */
+extern void ab_count(AttrBatch *ab, const AttrInput *event);
+
 /*
  * Add one event of an advertiser (IM, CL or CN; any other type is ignored).
  * hash is ab_hash() of the user id.  The event id and auction id are
  * id_len and auction_len bytes, not necessarily NUL-terminated; all
- * strings are copied.
+ * strings are copied.  Totals are ab_count()'s.
  */
 extern void ab_add(AttrBatch *ab, const AttrInput *event, uint32_t hash, uint32_t id_len,
 				   uint32_t auction_len);
+
+/*
+ * Whether an impression or click of key (ab_key()) at time_us can change
+ * the credit of a conversion added so far: true when the key has one at or
+ * after time_us (SPEC section 5 looks back only, and within the key).
+ * Keys are hashed, so it may be true for an event that cannot; it is never
+ * false for one that can.  Adding every conversion first and then only the
+ * impressions and clicks needed gives the same credits as adding all.
+ */
+extern bool ab_needed(const AttrBatch *ab, uint32_t key, int64_t time_us);
 
 /*
  * Credit every conversion added, in no particular order, calling emit for

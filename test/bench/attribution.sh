@@ -2,14 +2,15 @@
 # Attribution benchmark, as root: sudo bash test/bench/attribution.sh
 # (1) batch, on the bench database of test/bench/bench.sh (reused when it
 #     exists, else loaded: EVENTS, USERS): the plain-SQL query, the
-#     attribute() aggregate, the C scan attribute_batch() (one pass with
-#     propensity.batch_memory = BATCH_MEMORY, default 2GB, and several with
-#     256MB) and attribution_backfill() against plain SQL writing the same
-#     rows, in one run.
+#     attribute() aggregate, the C scan attribute_batch() (with
+#     propensity.batch_memory = BATCH_MEMORY, default 2GB, and with the
+#     default 256MB) and attribution_backfill() against plain SQL writing
+#     the same rows, in one run.
 # (2) streaming: STREAM_EVENTS generated events with 10% out of order
 #     (up to 6 hours) through ingest() in batches of BATCH, against the
 #     same stream inserted by load_generated_events (no attribution), each
-#     into a fresh database.
+#     into a fresh database; ingest()'s DEBUG1 phases, summed, give the
+#     engine's own rate and the rate of storing the rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 EVENTS=${EVENTS:-10000000}
@@ -49,11 +50,31 @@ psql_pg -d stream_plain <<SQL
 \echo '-- (i0) load_generated_events: the same stream, INSERT only'
 SELECT propensity.load_generated_events(7, $STREAM_EVENTS, $STREAM_USERS, '2026-10-01', '30 days', 0.1, '6 hours');
 SQL
-psql_pg -d stream_ingest <<SQL
+# ingest() reports each batch's phases at DEBUG1: summed, they split the
+# run into storing the rows and the engine's work (its own rate)
+debug=$(mktemp)
+psql_pg -d stream_ingest 2>"$debug" <<SQL
 \timing on
 \echo '-- (i) stream_generated_events: ingest() per batch, insert + attribution'
+SET client_min_messages = debug1;
 SELECT * FROM propensity.stream_generated_events(7, $STREAM_EVENTS, $STREAM_USERS, '2026-10-01', '30 days', 0.1, '6 hours', batch_size => $BATCH);
+RESET client_min_messages;
 \timing off
 SELECT kind, count(*) FROM propensity.attribution_current GROUP BY 1 ORDER BY 1;
 SELECT * FROM propensity.attribution_engine_status();
 SQL
+awk -F'[:,]' '/ingest: .* events/ {
+        for (i = 1; i <= NF; i++) {
+            if ($i ~ / new$/) { split($i, w, " "); n += w[1] }
+            if ($i ~ /engine sync/) { split($i, w, " "); sync += w[3] }
+            if ($i ~ /store/) { split($i, w, " "); store += w[2] }
+            if ($i ~ /attribution/) { split($i, w, " "); attr += w[2] }
+        }
+    }
+    END {
+        if (n == 0) { print "-- (i) no ingest() phases reported"; exit 1 }
+        printf "-- (i) phases summed over the batches: %d new events; engine sync %.0f ms, store %.0f ms, attribution %.0f ms\n", n, sync, store, attr
+        printf "-- (i) engine alone (attribution phase): %.0f events/s; storing alone: %.0f events/s\n", n / (attr / 1000), n / (store / 1000)
+    }' "$debug"
+grep -v 'DEBUG:' "$debug" >&2 || true
+rm -f "$debug"

@@ -84,16 +84,15 @@ same_credit(const AttrStored *a, const char *aimp, const AttrStored *b, const ch
 		(!a->has_campaign || a->campaign_id == b->campaign_id) && strcmp(aimp, bimp) == 0;
 }
 
+/*
+ * The batch's credits against the engine's (in evs) and attr_credit over
+ * each key's full event set, and its totals against a direct count.
+ */
 static void
-test_random(uint64_t seed, int nusers, bool all_kinds)
+check_batch(AttrBatch *ab, uint64_t seed, int n, int nusers, bool all_kinds, int filtered)
 {
-	static int	order[N_EVENTS];
-	static AttrInput batch[N_EVENTS];
 	static AttrEvent key[N_EVENTS];
-	AttrEngine *engine = ae_create(&core_malloc_allocator);
-	AttrBatch  *ab = ab_create(&core_malloc_allocator);
-	int			n = N_EVENTS,
-				i,
+	int			i,
 				nconv = 0,
 				vs_engine = 0,
 				vs_direct = 0,
@@ -103,6 +102,121 @@ test_random(uint64_t seed, int nusers, bool all_kinds)
 				ntotals = 0;
 	size_t		pos = 0;
 	AttrBatchTotal t;
+
+	ab_evaluate(ab, settings_fn, NULL, emit, NULL);
+	for (i = 0; i < n; i++)
+	{
+		Ev		   *e = &evs[i];
+		int			m = 0,
+					self = -1,
+					j;
+		AttrCredit	c;
+		AttrStored	direct;
+		const char *direct_imp;
+
+		if (e->in.type != FEAT_CN)
+		{
+			bad_emit += e->batch_seen != 0;
+			continue;
+		}
+		nconv++;
+		if (e->batch_seen != 1 || e->batch_adv != e->in.advertiser_id ||
+			e->batch_time != e->in.time_us)
+			bad_emit++;
+		for (j = 0; j < n; j++)
+		{
+			if (strcmp(evs[j].user, e->user) != 0 || evs[j].in.advertiser_id != e->in.advertiser_id ||
+				evs[j].in.type == FEAT_PS)
+				continue;
+			if (j == i)
+				self = m;
+			memset(&key[m], 0, sizeof(AttrEvent));
+			key[m].event_id = evs[j].id;
+			key[m].type = evs[j].in.type;
+			key[m].time_us = evs[j].in.time_us;
+			key[m].has_campaign = evs[j].in.has_campaign;
+			key[m].campaign_id = evs[j].in.campaign_id;
+			key[m].auction_id = evs[j].in.auction_id;
+			key[m].has_pixel = evs[j].in.has_pixel;
+			key[m].pixel_id = evs[j].in.pixel_id;
+			m++;
+		}
+		c = attr_credit(key, m, self, &settings_by_adv[e->in.advertiser_id].windows);
+		kinds[c.kind]++;
+		direct.kind = c.kind;
+		direct.has_campaign = c.has_campaign;
+		direct.campaign_id = c.campaign_id;
+		direct_imp = c.impression >= 0 ? key[c.impression].event_id : "";
+		if (!e->engine_known || !same_credit(&e->batch, e->batch_imp, &e->engine, e->engine_imp))
+			vs_engine++;
+		if (!same_credit(&e->batch, e->batch_imp, &direct, direct_imp))
+			vs_direct++;
+	}
+
+	/* totals: impressions and clicks per (advertiser, campaign), counted directly */
+	while (ab_next_total(ab, &pos, &t))
+	{
+		int64_t		im = 0,
+					cl = 0;
+
+		ntotals++;
+		for (i = 0; i < n; i++)
+		{
+			const AttrInput *e = &evs[i].in;
+
+			if (e->advertiser_id != t.advertiser_id || e->has_campaign != t.has_campaign ||
+				(e->has_campaign && e->campaign_id != t.campaign_id))
+				continue;
+			im += e->type == FEAT_IM;
+			cl += e->type == FEAT_CL;
+		}
+		if (im != t.impressions || cl != t.clicks || im + cl == 0)
+			bad_totals++;
+	}
+
+	CHECK(bad_emit == 0, "seed %llu%s: each conversion is emitted once, with its key and time (%d wrong)",
+		  (unsigned long long) seed, filtered ? " filtered" : "", bad_emit);
+	CHECK(vs_engine == 0, "seed %llu%s: batch credits equal the streaming engine's (%d of %d differ)",
+		  (unsigned long long) seed, filtered ? " filtered" : "", vs_engine, nconv);
+	CHECK(vs_direct == 0, "seed %llu%s: batch credits equal attr_credit over the key (%d of %d differ)",
+		  (unsigned long long) seed, filtered ? " filtered" : "", vs_direct, nconv);
+	if (all_kinds)
+		CHECK(kinds[ATTR_NONE] > 20 && kinds[ATTR_PC] > 20 && kinds[ATTR_PV] > 20,
+			  "the stream exercises every kind (%d/%d/%d)", kinds[0], kinds[1], kinds[2]);
+	/* 3 advertisers x (4 campaigns + none) */
+	CHECK(bad_totals == 0 && ntotals == 15, "totals equal a direct count (%d wrong of %d)",
+		  bad_totals, ntotals);
+	if (!filtered)
+		CHECK(ab_user_count(ab) <= (size_t) nusers && ab_user_count(ab) > (size_t) nusers / 2,
+			  "one entry per user (%zu)", ab_user_count(ab));
+	else
+	{
+		/* the users added are the users with a conversion */
+		int			converting = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			int			j;
+			bool		first = evs[i].in.type == FEAT_CN;
+
+			for (j = 0; j < i && first; j++)
+				first = !(evs[j].in.type == FEAT_CN && strcmp(evs[j].user, evs[i].user) == 0);
+			converting += first;
+		}
+		CHECK(ab_user_count(ab) == (size_t) converting,
+			  "filtered: one entry per user with a conversion (%zu, %d)", ab_user_count(ab), converting);
+	}
+}
+
+static void
+test_random(uint64_t seed, int nusers, bool all_kinds)
+{
+	static int	order[N_EVENTS];
+	static AttrInput batch[N_EVENTS];
+	AttrEngine *engine = ae_create(&core_malloc_allocator);
+	int			n = N_EVENTS,
+				i,
+				filtered;
 
 	memset(evs, 0, sizeof(evs));
 	rng = seed;
@@ -180,102 +294,71 @@ test_random(uint64_t seed, int nusers, bool all_kinds)
 		i += len;
 	}
 
-	/* batch: the same events in another order */
-	for (i = n - 1; i >= 0; i--)
+	/* batch: the same events in another order, every one added, then filtered */
+	for (filtered = 0; filtered <= 1; filtered++)
 	{
-		const AttrInput *e = &evs[order[i]].in;
+		AttrBatch  *ab = ab_create(&core_malloc_allocator);
 
-		ab_add(ab, e, ab_hash(e->user_id, e->user_len), strlen(e->event_id),
-			   e->auction_id == NULL ? 0 : strlen(e->auction_id));
-	}
-	ab_evaluate(ab, settings_fn, NULL, emit, NULL);
-
-	for (i = 0; i < n; i++)
-	{
-		Ev		   *e = &evs[i];
-		int			m = 0,
-					self = -1,
-					j;
-		AttrCredit	c;
-		AttrStored	direct;
-		const char *direct_imp;
-
-		if (e->in.type != FEAT_CN)
-		{
-			bad_emit += e->batch_seen != 0;
-			continue;
-		}
-		nconv++;
-		if (e->batch_seen != 1 || e->batch_adv != e->in.advertiser_id ||
-			e->batch_time != e->in.time_us)
-			bad_emit++;
-		for (j = 0; j < n; j++)
-		{
-			if (strcmp(evs[j].user, e->user) != 0 || evs[j].in.advertiser_id != e->in.advertiser_id ||
-				evs[j].in.type == FEAT_PS)
-				continue;
-			if (j == i)
-				self = m;
-			memset(&key[m], 0, sizeof(AttrEvent));
-			key[m].event_id = evs[j].id;
-			key[m].type = evs[j].in.type;
-			key[m].time_us = evs[j].in.time_us;
-			key[m].has_campaign = evs[j].in.has_campaign;
-			key[m].campaign_id = evs[j].in.campaign_id;
-			key[m].auction_id = evs[j].in.auction_id;
-			key[m].has_pixel = evs[j].in.has_pixel;
-			key[m].pixel_id = evs[j].in.pixel_id;
-			m++;
-		}
-		c = attr_credit(key, m, self, &settings_by_adv[e->in.advertiser_id].windows);
-		kinds[c.kind]++;
-		direct.kind = c.kind;
-		direct.has_campaign = c.has_campaign;
-		direct.campaign_id = c.campaign_id;
-		direct_imp = c.impression >= 0 ? key[c.impression].event_id : "";
-		if (!e->engine_known || !same_credit(&e->batch, e->batch_imp, &e->engine, e->engine_imp))
-			vs_engine++;
-		if (!same_credit(&e->batch, e->batch_imp, &direct, direct_imp))
-			vs_direct++;
-	}
-
-	/* totals: impressions and clicks per (advertiser, campaign), counted directly */
-	while (ab_next_total(ab, &pos, &t))
-	{
-		int64_t		im = 0,
-					cl = 0;
-
-		ntotals++;
 		for (i = 0; i < n; i++)
 		{
-			const AttrInput *e = &evs[i].in;
-
-			if (e->advertiser_id != t.advertiser_id || e->has_campaign != t.has_campaign ||
-				(e->has_campaign && e->campaign_id != t.campaign_id))
-				continue;
-			im += e->type == FEAT_IM;
-			cl += e->type == FEAT_CL;
+			evs[i].batch_seen = 0;
+			evs[i].batch_imp[0] = '\0';
 		}
-		if (im != t.impressions || cl != t.clicks || im + cl == 0)
-			bad_totals++;
-	}
+		if (!filtered)
+		{
+			for (i = n - 1; i >= 0; i--)
+			{
+				const AttrInput *e = &evs[order[i]].in;
 
-	CHECK(bad_emit == 0, "seed %llu: each conversion is emitted once, with its key and time (%d wrong)",
-		  (unsigned long long) seed, bad_emit);
-	CHECK(vs_engine == 0, "seed %llu: batch credits equal the streaming engine's (%d of %d differ)",
-		  (unsigned long long) seed, vs_engine, nconv);
-	CHECK(vs_direct == 0, "seed %llu: batch credits equal attr_credit over the key (%d of %d differ)",
-		  (unsigned long long) seed, vs_direct, nconv);
-	if (all_kinds)
-		CHECK(kinds[ATTR_NONE] > 20 && kinds[ATTR_PC] > 20 && kinds[ATTR_PV] > 20,
-			  "the stream exercises every kind (%d/%d/%d)", kinds[0], kinds[1], kinds[2]);
-	/* 3 advertisers x (4 campaigns + none) */
-	CHECK(bad_totals == 0 && ntotals == 15, "totals equal a direct count (%d wrong of %d)",
-		  bad_totals, ntotals);
-	CHECK(ab_user_count(ab) <= (size_t) nusers && ab_user_count(ab) > (size_t) nusers / 2,
-		  "one entry per user (%zu)", ab_user_count(ab));
+				ab_count(ab, e);
+				ab_add(ab, e, ab_hash(e->user_id, e->user_len), strlen(e->event_id),
+					   e->auction_id == NULL ? 0 : strlen(e->auction_id));
+			}
+		}
+		else
+		{
+			int			left_out = 0,
+						wrongly = 0;
+
+			/* conversions first; then the impressions and clicks that can matter */
+			for (i = n - 1; i >= 0; i--)
+			{
+				const AttrInput *e = &evs[order[i]].in;
+
+				if (e->type == FEAT_CN)
+					ab_add(ab, e, ab_hash(e->user_id, e->user_len), strlen(e->event_id), 0);
+			}
+			for (i = n - 1; i >= 0; i--)
+			{
+				const AttrInput *e = &evs[order[i]].in;
+				uint32_t	h = ab_hash(e->user_id, e->user_len);
+				bool		can_matter = false;
+				int			j;
+
+				if (e->type != FEAT_IM && e->type != FEAT_CL)
+					continue;
+				ab_count(ab, e);
+				for (j = 0; j < n && !can_matter; j++)
+					can_matter = evs[j].in.type == FEAT_CN &&
+						evs[j].in.advertiser_id == e->advertiser_id &&
+						evs[j].in.time_us >= e->time_us && strcmp(evs[j].user, e->user_id) == 0;
+				if (!ab_needed(ab, ab_key(h, e->advertiser_id), e->time_us))
+				{
+					left_out++;
+					wrongly += can_matter;
+					continue;
+				}
+				ab_add(ab, e, h, strlen(e->event_id),
+					   e->auction_id == NULL ? 0 : strlen(e->auction_id));
+			}
+			CHECK(wrongly == 0 && left_out > n / 20,
+				  "seed %llu: the filter leaves out %d impressions and clicks, none that can matter (%d)",
+				  (unsigned long long) seed, left_out, wrongly);
+		}
+		check_batch(ab, seed, n, nusers, all_kinds, filtered);
+		ab_destroy(ab);
+	}
 	ae_destroy(engine);
-	ab_destroy(ab);
 }
 
 void
