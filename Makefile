@@ -5,7 +5,7 @@ EXTENSION  = propensity
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
-GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o src/attribution_batch.o
+GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o src/attribution_batch.o src/huge_alloc.o
 GLUE_OBJS += src/decode.o src/queue.o src/worker.o src/bulk_insert.o src/logit_agg.o src/history.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o src/core/attr_batch.o
 CORE_OBJS += src/core/avro_decode.o src/core/logit.o src/core/history.o

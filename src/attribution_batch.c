@@ -17,8 +17,6 @@
  */
 #include "postgres.h"
 
-#include <sys/mman.h>
-
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -46,6 +44,7 @@
 #include "propensity.h"
 #include "attribution.h"
 #include "batch_scan.h"
+#include "huge_alloc.h"
 
 #define MAX_HASH_CLASSES (1 << 16)
 #define NCOLS 8
@@ -655,99 +654,6 @@ scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
 }
 
 /*
- * The AttrBatch's allocator: large blocks are mapped on transparent huge
- * pages where the kernel allows it (a gigabyte of records faults in 2 MB
- * at a time, and the scan's writes to a thousand parts do not miss the
- * TLB); the mappings are listed so that an error cannot leak them.  The
- * rest comes from a memory context.
- */
-#define HUGE_BLOCK ((size_t) 2 * 1024 * 1024)
-
-typedef struct Mapping
-{
-	void	   *user;
-	void	   *base;
-	size_t		len;
-} Mapping;
-
-typedef struct ScanAllocator
-{
-	MemoryContext cxt;			/* small allocations */
-	MemoryContext maps_cxt;		/* the list of mappings */
-	Mapping    *maps;
-	int			nmaps;
-	int			maxmaps;
-} ScanAllocator;
-
-static void *
-scan_alloc(void *ctx, size_t size)
-{
-	ScanAllocator *sa = ctx;
-	size_t		len;
-	char	   *base;
-	char	   *user;
-
-	if (size < HUGE_BLOCK)
-		return MemoryContextAllocHuge(sa->cxt, size);
-	if (sa->nmaps == sa->maxmaps)
-	{
-		sa->maxmaps = sa->maxmaps == 0 ? 64 : sa->maxmaps * 2;
-		sa->maps = sa->maps == NULL ?
-			MemoryContextAlloc(sa->maps_cxt, sizeof(Mapping) * sa->maxmaps) :
-			repalloc(sa->maps, sizeof(Mapping) * sa->maxmaps);
-	}
-	len = size + HUGE_BLOCK;
-	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (base == MAP_FAILED)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory"),
-				 errdetail("Failed on a request of size %zu for batch attribution.", size),
-				 errhint("Lower propensity.batch_memory.")));
-	user = (char *) TYPEALIGN(HUGE_BLOCK, base);
-#ifdef MADV_HUGEPAGE
-	(void) madvise(user, TYPEALIGN_DOWN(HUGE_BLOCK, size), MADV_HUGEPAGE);
-#endif
-	sa->maps[sa->nmaps++] = (Mapping) {user, base, len};
-	return user;
-}
-
-static void *
-scan_realloc(void *ctx, void *ptr, size_t size)
-{
-	elog(ERROR, "the batch attribution allocator does not reallocate");
-	return NULL;
-}
-
-static void
-scan_free(void *ctx, void *ptr)
-{
-	ScanAllocator *sa = ctx;
-	int			i;
-
-	for (i = sa->nmaps - 1; i >= 0; i--)
-	{
-		if (sa->maps[i].user == ptr)
-		{
-			munmap(sa->maps[i].base, sa->maps[i].len);
-			sa->maps[i] = sa->maps[--sa->nmaps];
-			return;
-		}
-	}
-	pfree(ptr);
-}
-
-static void
-unmap_all(ScanAllocator *sa)
-{
-	while (sa->nmaps > 0)
-	{
-		sa->nmaps--;
-		munmap(sa->maps[sa->nmaps].base, sa->maps[sa->nmaps].len);
-	}
-}
-
-/*
  * The partitions in the order the scan needs.  ranged: by range of
  * event_time, the latest first, each read in one pass (PHASE_ALL: every
  * conversion after its rows is in it or in one read before).  deferred:
@@ -795,7 +701,7 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	HashClass  *work;
 	int			nwork = 0;
 	AttrScan	as;
-	ScanAllocator sa;
+	HugeAllocator ha;
 	int			nest;
 
 	memset(info, 0, sizeof(*info));
@@ -824,14 +730,7 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "propensity batch attribution",
 								ALLOCSET_DEFAULT_SIZES);
-	memset(&sa, 0, sizeof(sa));
-	sa.cxt = cxt;
-	sa.maps_cxt = AllocSetContextCreate(CurrentMemoryContext, "propensity batch attribution maps",
-										ALLOCSET_SMALL_SIZES);
-	allocator.alloc = scan_alloc;
-	allocator.realloc = scan_realloc;
-	allocator.free = scan_free;
-	allocator.ctx = &sa;
+	huge_allocator_init(&ha, &allocator, cxt, "batch attribution");
 	memset(&as, 0, sizeof(as));
 	as.late = late;
 	as.info = info;
@@ -911,13 +810,14 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	}
 	PG_FINALLY();
 	{
-		unmap_all(&sa);
+		huge_unmap_all(&ha);
 	}
 	PG_END_TRY();
 	pfree(work);
 	pfree(as.cands);
 	MemoryContextDelete(cxt);
-	MemoryContextDelete(sa.maps_cxt);
+	if (ha.maps != NULL)
+		pfree(ha.maps);
 	if (late != NULL)
 		hash_destroy(late);
 	table_close(parent_rel, AccessShareLock);

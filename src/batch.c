@@ -15,7 +15,6 @@
  */
 #include "postgres.h"
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "access/parallel.h"
@@ -42,94 +41,10 @@
 #include "propensity.h"
 #include "core/user_table.h"
 #include "batch_scan.h"
+#include "huge_alloc.h"
 
 #define MAX_HASH_CLASSES (1 << 16)
 
-
-/*
- * The user table's allocator.  Large blocks (the slot array) are mapped
- * with transparent huge pages where the kernel allows it: with a million
- * users every row touches a random slot, and 2 MB pages keep those touches
- * from also missing the TLB.  Mappings are recorded so that an error cannot
- * leak them (see unmap_all); everything else comes from a memory context.
- */
-#define HUGE_BLOCK ((size_t) 2 * 1024 * 1024)
-#define MAX_MAPPINGS 16
-
-typedef struct Mapping
-{
-	void	   *user;
-	void	   *base;
-	size_t		len;
-} Mapping;
-
-typedef struct BatchAllocator
-{
-	MemoryContext cxt;
-	int			nmaps;
-	Mapping		maps[MAX_MAPPINGS];
-} BatchAllocator;
-
-static void *
-batch_alloc(void *ctx, size_t size)
-{
-	BatchAllocator *ba = (BatchAllocator *) ctx;
-	size_t		len;
-	char	   *base;
-	char	   *user;
-
-	if (size < HUGE_BLOCK || ba->nmaps == MAX_MAPPINGS)
-		return MemoryContextAllocHuge(ba->cxt, size);
-	len = size + HUGE_BLOCK;
-	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (base == MAP_FAILED)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory"),
-				 errdetail("Failed on a request of size %zu for the score_all user table.", size),
-				 errhint("Lower propensity.batch_memory.")));
-	user = (char *) TYPEALIGN(HUGE_BLOCK, base);
-#ifdef MADV_HUGEPAGE
-	(void) madvise(user, TYPEALIGN_DOWN(HUGE_BLOCK, size), MADV_HUGEPAGE);
-#endif
-	ba->maps[ba->nmaps++] = (Mapping) {user, base, len};
-	return user;
-}
-
-static void *
-batch_realloc(void *ctx, void *ptr, size_t size)
-{
-	elog(ERROR, "the score_all allocator does not reallocate");
-	return NULL;
-}
-
-static void
-batch_free(void *ctx, void *ptr)
-{
-	BatchAllocator *ba = (BatchAllocator *) ctx;
-	int			i;
-
-	for (i = 0; i < ba->nmaps; i++)
-	{
-		if (ba->maps[i].user == ptr)
-		{
-			munmap(ba->maps[i].base, ba->maps[i].len);
-			ba->maps[i] = ba->maps[--ba->nmaps];
-			return;
-		}
-	}
-	pfree(ptr);
-}
-
-static void
-unmap_all(BatchAllocator *ba)
-{
-	while (ba->nmaps > 0)
-	{
-		ba->nmaps--;
-		munmap(ba->maps[ba->nmaps].base, ba->maps[ba->nmaps].len);
-	}
-}
 
 /*
  * Users expected up to as_of, from the planner's statistics, so that the
@@ -390,16 +305,6 @@ scan_claimed(BatchShared *shared, UserTable *table)
 	}
 }
 
-static void
-init_batch_allocator(BatchAllocator *ba, CoreAllocator *allocator, MemoryContext cxt)
-{
-	memset(ba, 0, sizeof(*ba));
-	ba->cxt = cxt;
-	allocator->alloc = batch_alloc;
-	allocator->realloc = batch_realloc;
-	allocator->free = batch_free;
-	allocator->ctx = ba;
-}
 
 /*
  * Worker: build a table from claimed partitions and send it to the leader
@@ -414,13 +319,13 @@ propensity_score_all_worker(dsm_segment *seg, shm_toc *toc)
 	shm_mq_handle *mqh;
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "score_all worker",
 											  ALLOCSET_DEFAULT_SIZES);
-	BatchAllocator ba;
+	HugeAllocator ba;
 	CoreAllocator allocator;
 	int			nterms = shared->model.nterms;
 
 	shm_mq_set_sender(mq, MyProc);
 	mqh = shm_mq_attach(mq, seg, NULL);
-	init_batch_allocator(&ba, &allocator, cxt);
+	huge_allocator_init(&ba, &allocator, cxt, "the score_all user table");
 	PG_TRY();
 	{
 		UserTable  *table = ut_create(nterms, (size_t) shared->expected, &allocator);
@@ -456,7 +361,7 @@ propensity_score_all_worker(dsm_segment *seg, shm_toc *toc)
 	}
 	PG_FINALLY();
 	{
-		unmap_all(&ba);
+		huge_unmap_all(&ba);
 	}
 	PG_END_TRY();
 	shm_mq_detach(mqh);
@@ -610,7 +515,7 @@ score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 	Relation	parent_rel;
 	List	   *parts;
 	MemoryContext tablecxt;
-	BatchAllocator *ba;
+	HugeAllocator *ba;
 	CoreAllocator allocator;
 	double		expected;
 	Size		limit_bytes = (Size) propensity_batch_memory * 1024;
@@ -638,8 +543,8 @@ score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 		expected = (double) max_users;
 
 	tablecxt = AllocSetContextCreate(CurrentMemoryContext, "score_all users", ALLOCSET_DEFAULT_SIZES);
-	ba = palloc(sizeof(BatchAllocator));
-	init_batch_allocator(ba, &allocator, tablecxt);
+	ba = palloc(sizeof(HugeAllocator));
+	huge_allocator_init(ba, &allocator, tablecxt, "the score_all user table");
 
 	PG_TRY();
 	{
@@ -658,7 +563,7 @@ score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 	}
 	PG_FINALLY();
 	{
-		unmap_all(ba);
+		huge_unmap_all(ba);
 	}
 	PG_END_TRY();
 
