@@ -47,15 +47,27 @@ SELECT (c).kind, (c).campaign_id, (c).impression_event_id
           FROM propensity.events WHERE user_id = 'mm') s;
 
 -- a generated stream: every conversion's credit equals an independent
--- plain-SQL evaluation of SPEC section 5 (default windows: 30 days)
+-- plain-SQL evaluation of SPEC section 5.  Advertiser 1 has short windows,
+-- advertiser 2 a 3-day rolling window that caps both, advertiser 3 no row
+-- (the 30-day defaults), and advertiser 5, with no events, a row of its
+-- own: every batch path below must look each advertiser up, not just the
+-- defaults (a settings table freed too early once gave NONE for all).
 SELECT propensity.load_generated_events(31, 30000, 400, '2026-09-01', '30 days', 0.1,
                                         n_advertisers => 3, campaigns_per_advertiser => 4);
+INSERT INTO propensity.advertiser_settings (advertiser_id, pc_window, pv_window, rolling_window) VALUES
+    (1, '5 days', '10 days', '30 days'), (2, '30 days', '30 days', '3 days'),
+    (5, '1 day', '1 day', '1 day');
 CREATE TEMP TABLE reference AS
 WITH cn AS (
-    SELECT * FROM propensity.events WHERE event_type = 'CN' AND advertiser_id IS NOT NULL),
+    SELECT e.*,
+           least(coalesce(s.pc_window, '30 days'), coalesce(s.rolling_window, '30 days')) AS pcw,
+           least(coalesce(s.pv_window, '30 days'), coalesce(s.rolling_window, '30 days')) AS pvw
+      FROM propensity.events e LEFT JOIN propensity.advertiser_settings s USING (advertiser_id)
+     WHERE e.event_type = 'CN' AND e.advertiser_id IS NOT NULL),
 candidates AS (
     SELECT e.event_id AS conv, i.event_id AS imp, i.event_time AS imp_time,
-           i.campaign_id, i.auction_id, e.user_id, e.advertiser_id, e.event_time AS conv_time
+           i.campaign_id, i.auction_id, e.user_id, e.advertiser_id, e.event_time AS conv_time,
+           e.pcw, e.pvw
       FROM cn e
       JOIN propensity.events i
         ON i.user_id = e.user_id AND i.advertiser_id = e.advertiser_id AND i.event_type = 'IM'
@@ -67,12 +79,12 @@ pc AS (
         ON c.user_id = k.user_id AND c.advertiser_id = k.advertiser_id AND c.event_type = 'CL'
        AND c.auction_id = k.auction_id
        AND c.event_time >= k.imp_time AND c.event_time <= k.conv_time
-     WHERE k.conv_time - k.imp_time <= interval '30 days'
+     WHERE k.conv_time - k.imp_time <= k.pcw
      ORDER BY k.conv, c.event_time DESC, k.imp_time DESC, k.imp COLLATE "C"),
 pv AS (
     SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
       FROM candidates k
-     WHERE k.conv_time - k.imp_time <= interval '30 days'
+     WHERE k.conv_time - k.imp_time <= k.pvw
      ORDER BY k.conv, k.imp_time DESC, k.imp COLLATE "C")
 SELECT e.event_id AS conv,
        CASE WHEN pc.conv IS NOT NULL THEN 'PC' WHEN pv.conv IS NOT NULL THEN 'PV' ELSE 'NONE' END AS kind,
@@ -86,8 +98,16 @@ SELECT (SELECT count(*) FROM reference) = (SELECT count(*) FROM batch) AS same_c
          WHERE r.conv IS NULL OR b.conversion_event_id IS NULL
             OR r.kind <> b.kind OR r.campaign_id IS DISTINCT FROM b.campaign_id
             OR r.imp IS DISTINCT FROM b.impression_event_id) AS mismatches;
--- the stream exercises every kind
+-- the stream exercises every kind, and the settings change credits: per
+-- advertiser, the kinds differ from a 30-day evaluation
 SELECT kind, count(*) > 20 AS many FROM batch GROUP BY kind ORDER BY kind;
+CREATE TEMP TABLE settings_saved AS SELECT * FROM propensity.advertiser_settings;
+DELETE FROM propensity.advertiser_settings;
+CREATE TEMP TABLE batch_defaults AS SELECT * FROM propensity.attribute_all();
+INSERT INTO propensity.advertiser_settings SELECT * FROM settings_saved;
+SELECT b.advertiser_id, count(*) FILTER (WHERE b.kind IS DISTINCT FROM d.kind) > 10 AS changed_by_settings
+  FROM batch b JOIN batch_defaults d USING (conversion_event_id, conversion_time)
+ WHERE b.advertiser_id <= 3 GROUP BY 1 ORDER BY 1;
 
 -- attribute_batch(), the C scan, gives the same rows as the aggregate (and
 -- so as the reference), on each of its paths: one pass over heap pages;
@@ -193,6 +213,13 @@ ALTER TABLE propensity.events ATTACH PARTITION :day_partition FOR VALUES FROM ('
 SELECT count(*) AS month_rows_again FROM propensity.events
  WHERE event_time >= '2026-09-01' AND event_time < '2026-11-01';
 DROP FUNCTION month_days(boolean, regclass);
+-- the backfill, the scan's other caller, writes the same credits
+SELECT conversions FROM propensity.attribution_backfill();
+SELECT count(*) AS backfill_differs FROM propensity.attribution_current c
+  FULL JOIN batch b ON b.conversion_event_id = c.conversion_event_id AND b.conversion_time = c.conversion_time
+ WHERE c.kind IS DISTINCT FROM b.kind OR c.campaign_id IS DISTINCT FROM b.campaign_id
+    OR c.impression_event_id IS DISTINCT FROM b.impression_event_id;
+DELETE FROM propensity.advertiser_settings;
 
 -- bad input
 \set VERBOSITY default

@@ -202,9 +202,15 @@ run_plan(int which, const char *sql, int nargs, Oid *types, Datum *values, const
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", sql, SPI_result_code_string(ret));
 }
 
+/*
+ * The advertiser settings, in the caller's memory context: SPI leaves its
+ * own procedure context current after a query, and that one is freed at
+ * SPI_finish(), before attribute_batch() reads the settings.
+ */
 AttrSettingsTable
 prop_attr_load_settings(void)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	AttrSettingsTable st;
 	uint64		i;
 
@@ -213,7 +219,7 @@ prop_attr_load_settings(void)
 			 "  FROM propensity.advertiser_settings ORDER BY advertiser_id",
 			 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	st.n = (int) SPI_processed;
-	st.rows = palloc(sizeof(AdvRow) * (st.n + 1));
+	st.rows = MemoryContextAlloc(caller, sizeof(AdvRow) * (st.n + 1));
 	st.defaults.windows.pc_window_us = DEFAULT_WINDOW_US;
 	st.defaults.windows.pv_window_us = DEFAULT_WINDOW_US;
 	st.defaults.windows.rolling_us = DEFAULT_WINDOW_US;
