@@ -345,6 +345,45 @@ SELECT (SELECT count(*) FROM (TABLE streamed_all EXCEPT ALL
        (SELECT count(*) FROM propensity.attribution_changelog WHERE delta < 0) AS retractions;
 
 -- ---------------------------------------------------------------------------
+-- A hot key: 20,000 events of one (user, advertiser), as a bot sends them.
+-- For j = 0..7999: impression IM(j) at t0 + 4j s (auction a<j>, pixel 5,
+-- campaign 100 + j % 3), conversion CN(j) at t0 + 4j + 1 s, and for even j a
+-- click CL(j) on IM(j)'s auction at t0 + 4j + 2 s.  By SPEC section 5,
+-- CN(0) has no click before it: PV of IM(0); CN(j), j >= 1, is PC of the
+-- latest click before it, CL(i) with i the largest even number below j,
+-- credited to IM(i).  The clicks arrive in a second batch, so every
+-- conversion after the first is retracted from PV and credited PC.  Each
+-- statement has a minute: credits searched pair by pair took minutes for
+-- 8,000 events and ignored cancels; the sweep takes well under a second.
+-- ---------------------------------------------------------------------------
+SET statement_timeout = '60s';
+CREATE TEMP TABLE hot AS
+SELECT ROW('2026-11-20'::timestamptz + (4 * j + o) * interval '1 second', 'bot', t,
+           t || j, 7, CASE WHEN t = 'CN' THEN NULL ELSE 100 + j % 3 END,
+           CASE WHEN t = 'CN' THEN NULL ELSE 'a' || j END, CASE WHEN t = 'CL' THEN NULL ELSE 5 END,
+           NULL, NULL, NULL, NULL, NULL, NULL)::propensity.events AS e
+  FROM generate_series(0, 7999) j,
+       (VALUES ('IM', 0), ('CN', 1), ('CL', 2)) v(t, o)
+ WHERE t <> 'CL' OR j % 2 = 0;
+SELECT inserted, late, deltas FROM propensity.ingest(ARRAY(SELECT e FROM hot WHERE (e).event_type <> 'CL'));
+SELECT inserted, late, conversions_evaluated, deltas
+  FROM propensity.ingest(ARRAY(SELECT e FROM hot WHERE (e).event_type = 'CL'));
+CREATE TEMP TABLE hot_expected AS
+SELECT 'CN' || j AS conv, CASE WHEN j = 0 THEN 'PV' ELSE 'PC' END AS kind,
+       'IM' || CASE WHEN j = 0 THEN 0 ELSE 2 * ((j - 1) / 2) END AS imp
+  FROM generate_series(0, 7999) j;
+SELECT count(*) AS conversions,
+       count(*) FILTER (WHERE c.kind IS DISTINCT FROM x.kind OR c.impression_event_id IS DISTINCT FROM x.imp)
+           AS streamed_wrong
+  FROM hot_expected x LEFT JOIN propensity.attribution_current c ON c.conversion_event_id = x.conv;
+SELECT count(*) FILTER (WHERE b.kind IS DISTINCT FROM x.kind OR b.impression_event_id IS DISTINCT FROM x.imp)
+           AS batch_wrong
+  FROM hot_expected x LEFT JOIN propensity.attribute_batch() b ON b.conversion_event_id = x.conv;
+SELECT delta, count(*) FROM propensity.attribution_changelog
+ WHERE conversion_event_id LIKE 'CN%' AND user_id = 'bot' GROUP BY delta ORDER BY delta;
+RESET statement_timeout;
+
+-- ---------------------------------------------------------------------------
 -- Errors
 -- ---------------------------------------------------------------------------
 \set VERBOSITY default

@@ -1,8 +1,8 @@
 /*
  * attribution_agg.c - attribute(): the SPEC section 5 credits of one
  * (user, advertiser) key's conversions, as an aggregate over the key's
- * events.  The state is the key's events; the final function runs the
- * core's attr_credit() for every conversion.  Order of rows is irrelevant.
+ * events.  The state is the key's events; the final function credits them
+ * all with the core's attr_credit_key().  Order of rows is irrelevant.
  */
 #include "postgres.h"
 
@@ -93,6 +93,7 @@ propensity_attribute_final(PG_FUNCTION_ARGS)
 	Oid			elem_type = get_element_type(array_type);
 	TupleDesc	desc;
 	Datum	   *elems;
+	AttrCredit *credits = NULL;
 	int			nconv = 0;
 	int16		typlen;
 	bool		typbyval;
@@ -104,6 +105,15 @@ propensity_attribute_final(PG_FUNCTION_ARGS)
 	desc = lookup_rowtype_tupdesc_copy(elem_type, -1);
 	BlessTupleDesc(desc);
 	elems = palloc(sizeof(Datum) * (st ? st->n : 1));
+	if (st != NULL)
+	{
+		CoreAllocator a = prop_context_allocator(CurrentMemoryContext);
+		AttrScratch *sweep = attr_scratch_create(&a, &prop_core_interrupt);
+
+		credits = palloc(sizeof(AttrCredit) * st->n);
+		attr_credit_key(sweep, st->events, st->n, PG_INT64_MIN, &st->settings, credits);
+		attr_scratch_destroy(sweep);
+	}
 	for (i = 0; st != NULL && i < st->n; i++)
 	{
 		AttrCredit	c;
@@ -112,7 +122,7 @@ propensity_attribute_final(PG_FUNCTION_ARGS)
 
 		if (st->events[i].type != FEAT_CN)
 			continue;
-		c = attr_credit(st->events, st->n, i, &st->settings);
+		c = credits[i];
 		values[0] = CStringGetTextDatum(st->events[i].event_id);
 		values[1] = TimestampTzGetDatum((TimestampTz) st->events[i].time_us);
 		values[2] = CStringGetTextDatum(attr_kind_name(c.kind));

@@ -757,6 +757,7 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 			as.cls = cls;
 			as.ndeferred = as.nrefetched = 0;
 			as.ab = ab_create(&allocator);
+			ab_set_interrupt(as.ab, &prop_core_interrupt);
 			info->passes++;
 			foreach(lc, deferred)
 				if (fits)

@@ -54,24 +54,6 @@ static size_t engine_events_after_evict = 0;
 static bool engine_dirty = false;	/* changed by the current transaction */
 static bool callbacks_registered = false;
 
-static void *
-cxt_alloc(void *ctx, size_t size)
-{
-	return MemoryContextAllocExtended((MemoryContext) ctx, size, MCXT_ALLOC_HUGE);
-}
-
-static void *
-cxt_realloc(void *ctx, void *ptr, size_t size)
-{
-	return repalloc_huge(ptr, size);
-}
-
-static void
-cxt_free(void *ctx, void *ptr)
-{
-	pfree(ptr);
-}
-
 static void
 engine_discard(void)
 {
@@ -119,11 +101,9 @@ engine_new(void)
 	}
 	engine_cxt = AllocSetContextCreate(TopMemoryContext, "propensity attribution engine",
 									   ALLOCSET_DEFAULT_SIZES);
-	a.alloc = cxt_alloc;
-	a.realloc = cxt_realloc;
-	a.free = cxt_free;
-	a.ctx = engine_cxt;
+	a = prop_context_allocator(engine_cxt);
 	engine = ae_create(&a);
+	ae_set_interrupt(engine, &prop_core_interrupt);
 	engine_last_evict = 0;
 	engine_events_after_evict = 0;
 }

@@ -14,24 +14,6 @@
 
 #define N_OUTPUT_COLUMNS 15
 
-static void *
-context_alloc(void *ctx, size_t size)
-{
-	return MemoryContextAllocHuge((MemoryContext) ctx, size);
-}
-
-static void *
-context_realloc(void *ctx, void *ptr, size_t size)
-{
-	return ptr ? repalloc_huge(ptr, size) : MemoryContextAllocHuge((MemoryContext) ctx, size);
-}
-
-static void
-context_free(void *ctx, void *ptr)
-{
-	pfree(ptr);
-}
-
 typedef struct GenCall
 {
 	GenConfig	config;
@@ -98,10 +80,7 @@ propensity_generate_events(PG_FUNCTION_ARGS)
 		call->config.n_advertisers = PG_GETARG_INT32(7);
 		call->config.campaigns_per_advertiser = PG_GETARG_INT32(8);
 
-		allocator.alloc = context_alloc;
-		allocator.realloc = context_realloc;
-		allocator.free = context_free;
-		allocator.ctx = funcctx->multi_call_memory_ctx;
+		allocator = prop_context_allocator(funcctx->multi_call_memory_ctx);
 		call->state = gen_create(&call->config, &allocator, &err);
 		if (call->state == NULL)
 			ereport(ERROR,

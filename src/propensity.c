@@ -12,6 +12,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/guc.h"
 #include "postmaster/bgworker_internals.h"
 #include "utils/timestamp.h"
@@ -203,6 +204,44 @@ prop_restore_search_path(int nest_level)
 {
 	AtEOXact_GUC(true, nest_level);
 }
+
+static void *
+context_alloc(void *ctx, size_t size)
+{
+	return MemoryContextAllocExtended((MemoryContext) ctx, size, MCXT_ALLOC_HUGE);
+}
+
+static void *
+context_realloc(void *ctx, void *ptr, size_t size)
+{
+	return ptr ? repalloc_huge(ptr, size) : context_alloc(ctx, size);
+}
+
+static void
+context_free(void *ctx, void *ptr)
+{
+	pfree(ptr);
+}
+
+CoreAllocator
+prop_context_allocator(MemoryContext cxt)
+{
+	CoreAllocator a;
+
+	a.alloc = context_alloc;
+	a.realloc = context_realloc;
+	a.free = context_free;
+	a.ctx = cxt;
+	return a;
+}
+
+static void
+core_check_interrupts(void *arg)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
+const CoreInterrupt prop_core_interrupt = {core_check_interrupts, NULL};
 
 Datum
 prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype)

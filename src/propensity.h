@@ -9,6 +9,7 @@
 #include "fmgr.h"
 #include "utils/timestamp.h"
 
+#include "core/core_alloc.h"
 #include "core/features.h"
 
 /* GUCs, defined in propensity.c */
@@ -57,6 +58,14 @@ typedef struct LoadedModel
  */
 extern void prop_load_model_by_name(const char *name, LoadedModel *out);
 extern void prop_load_model_by_id(int32 model_id, LoadedModel *out);
+
+/*
+ * The core's allocator over a memory context (huge allocations allowed;
+ * an allocation failure raises the usual out-of-memory error), and its
+ * interrupt check, CHECK_FOR_INTERRUPTS().
+ */
+extern CoreAllocator prop_context_allocator(MemoryContext cxt);
+extern const CoreInterrupt prop_core_interrupt;
 
 /* A one-dimensional array Datum of n values (nulls may be NULL). */
 extern Datum prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype);

@@ -94,6 +94,7 @@ typedef struct ArenaBlock
 struct AttrBatch
 {
 	CoreAllocator allocator;
+	const CoreInterrupt *interrupt; /* NULL: never interrupted */
 	AbPart		parts[AB_NPARTS];
 	size_t		nrecs;
 	size_t		nusers;			/* known after ab_evaluate */
@@ -456,8 +457,8 @@ by_advertiser(const void *a, const void *b)
 
 /* Credit the conversions among run[0..n), the events of one key. */
 static void
-evaluate_key(AbRec **run, int n, AttrEvent *scratch, AttrSettingsFn settings,
-			 void *settings_arg, AttrBatchEmit emit, void *emit_arg)
+evaluate_key(AbRec **run, int n, AttrEvent *scratch, AttrCredit *credits, AttrScratch *sweep,
+			 AttrSettingsFn settings, void *settings_arg, AttrBatchEmit emit, void *emit_arg)
 {
 	AttrAdvSettings adv;
 	AttrBatchCredit out;
@@ -486,13 +487,14 @@ evaluate_key(AbRec **run, int n, AttrEvent *scratch, AttrSettingsFn settings,
 	out.user_id = rec_user(run[0]);
 	out.user_len = run[0]->user_len;
 	out.advertiser_id = run[0]->advertiser_id;
+	attr_credit_key(sweep, scratch, n, INT64_MIN, &adv.windows, credits);
 	for (i = 0; i < n; i++)
 	{
 		AttrCredit	c;
 
 		if (scratch[i].type != FEAT_CN)
 			continue;
-		c = attr_credit(scratch, n, i, &adv.windows);
+		c = credits[i];
 		out.conversion_id = scratch[i].event_id;
 		out.conversion_time_us = scratch[i].time_us;
 		out.credit.kind = c.kind;
@@ -508,7 +510,9 @@ typedef struct Scratch
 	AttrBatch  *ab;
 	AbRec	  **run;
 	AttrEvent  *events;
+	AttrCredit *credits;
 	size_t		cap;
+	AttrScratch *sweep;
 } Scratch;
 
 /* Room for n events; the run collected so far is kept. */
@@ -527,8 +531,10 @@ scratch_reserve(Scratch *s, size_t n)
 	memcpy(run, s->run, old * sizeof(AbRec *));
 	a->free(a->ctx, s->run);
 	a->free(a->ctx, s->events);
+	a->free(a->ctx, s->credits);
 	s->run = run;
 	s->events = a->alloc(a->ctx, s->cap * sizeof(AttrEvent));
+	s->credits = a->alloc(a->ctx, s->cap * sizeof(AttrCredit));
 }
 
 /* Group one part's events by user and credit its users' conversions. */
@@ -593,8 +599,8 @@ evaluate_part(AttrBatch *ab, AbPart *p, AbSlot *slots, size_t nslots, Scratch *s
 		{
 			for (j = start + 1; j < n && sc->run[j]->advertiser_id == sc->run[start]->advertiser_id; j++)
 				;
-			evaluate_key(sc->run + start, (int) (j - start), sc->events, settings, settings_arg,
-						 emit, emit_arg);
+			evaluate_key(sc->run + start, (int) (j - start), sc->events, sc->credits, sc->sweep,
+						 settings, settings_arg, emit, emit_arg);
 		}
 	}
 }
@@ -620,6 +626,8 @@ ab_evaluate(AttrBatch *ab, AttrSettingsFn settings, void *settings_arg,
 	sc.cap = 64;
 	sc.run = a->alloc(a->ctx, sc.cap * sizeof(AbRec *));
 	sc.events = a->alloc(a->ctx, sc.cap * sizeof(AttrEvent));
+	sc.credits = a->alloc(a->ctx, sc.cap * sizeof(AttrCredit));
+	sc.sweep = attr_scratch_create(a, ab->interrupt);
 	ab->nusers = 0;
 	for (i = 0; i < AB_NPARTS; i++)
 	{
@@ -632,9 +640,17 @@ ab_evaluate(AttrBatch *ab, AttrSettingsFn settings, void *settings_arg,
 			n *= 2;
 		evaluate_part(ab, p, slots, n, &sc, settings, settings_arg, emit, emit_arg);
 	}
+	attr_scratch_destroy(sc.sweep);
 	a->free(a->ctx, sc.run);
 	a->free(a->ctx, sc.events);
+	a->free(a->ctx, sc.credits);
 	a->free(a->ctx, slots);
+}
+
+void
+ab_set_interrupt(AttrBatch *ab, const CoreInterrupt *interrupt)
+{
+	ab->interrupt = interrupt;
 }
 
 bool

@@ -86,6 +86,13 @@ extern void ab_add(AttrBatch *ab, const AttrInput *event, uint32_t hash, uint32_
 extern bool ab_needed(const AttrBatch *ab, uint32_t key, int64_t time_us);
 
 /*
+ * Let ab_evaluate() call interrupt->check now and then (interrupt must
+ * outlive the batch).  A check that does not return leaves the batch to be
+ * thrown away with its memory.
+ */
+extern void ab_set_interrupt(AttrBatch *ab, const CoreInterrupt *interrupt);
+
+/*
  * Credit every conversion added, in no particular order, calling emit for
  * each.  Call once, after the last ab_add.
  */

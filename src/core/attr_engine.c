@@ -51,6 +51,12 @@ struct AttrEngine
 	bool		has_max;
 	int64_t		max_time;
 
+	CoreInterrupt interrupt;
+	AttrScratch *scratch;
+	AttrCredit *credits;		/* per event of the key being re-evaluated */
+	size_t		credits_cap;
+	unsigned	work;
+
 	/* per-call output */
 	AttrBatchResult result;
 	size_t		late_cap;
@@ -164,7 +170,26 @@ ae_create(const CoreAllocator *allocator)
 	e->nslots = 1024;
 	e->slots = e_alloc(e, sizeof(Key *) * e->nslots);
 	memset(e->slots, 0, sizeof(Key *) * e->nslots);
+	e->scratch = attr_scratch_create(&e->a, &e->interrupt);
 	return e;
+}
+
+void
+ae_set_interrupt(AttrEngine *e, const CoreInterrupt *interrupt)
+{
+	e->interrupt = *interrupt;
+}
+
+/* one unit of work of a loop over keys */
+static inline void
+e_work(AttrEngine *e)
+{
+	if (++e->work >= CORE_INTERRUPT_EVERY)
+	{
+		e->work = 0;
+		if (e->interrupt.check != NULL)
+			e->interrupt.check(e->interrupt.arg);
+	}
 }
 
 static void
@@ -210,6 +235,8 @@ ae_destroy(AttrEngine *e)
 	e_free(e, e->result.late, sizeof(bool) * e->late_cap);
 	e_free(e, e->result.deltas, sizeof(AttrDelta) * e->deltas_cap);
 	e_free(e, e->dirty, sizeof(Key *) * e->dirty_cap);
+	e_free(e, e->credits, sizeof(AttrCredit) * e->credits_cap);
+	attr_scratch_destroy(e->scratch);
 	arena_reset(e);
 	a.free(a.ctx, e);
 }
@@ -395,6 +422,17 @@ key_reevaluate(AttrEngine *e, Key *k, const AttrSettings *windows)
 {
 	int			i;
 
+	if ((size_t) k->n > e->credits_cap)
+	{
+		size_t		cap = e->credits_cap ? e->credits_cap : 64;
+
+		while (cap < (size_t) k->n)
+			cap *= 2;
+		e->credits = e_grow(e, e->credits, sizeof(AttrCredit) * e->credits_cap,
+							sizeof(AttrCredit) * cap);
+		e->credits_cap = cap;
+	}
+	attr_credit_key(e->scratch, k->ev, k->n, k->dirty_from, windows, e->credits);
 	for (i = 0; i < k->n; i++)
 	{
 		AttrCredit	c;
@@ -404,7 +442,7 @@ key_reevaluate(AttrEngine *e, Key *k, const AttrSettings *windows)
 		if (k->ev[i].type != FEAT_CN || k->ev[i].time_us < k->dirty_from)
 			continue;
 		e->result.naffected++;
-		c = attr_credit(k->ev, k->n, i, windows);
+		c = e->credits[i];
 		s.kind = c.kind;
 		s.has_campaign = c.has_campaign;
 		s.campaign_id = c.has_campaign ? c.campaign_id : 0;
@@ -441,6 +479,7 @@ ae_apply(AttrEngine *e, const AttrInput *events, size_t n, bool use_watermark,
 		const AttrInput *in = &events[i];
 		Key		   *k;
 
+		e_work(e);
 		e->result.late[i] = false;
 		if (use_watermark && had_max)
 		{
@@ -506,6 +545,7 @@ ae_evict(AttrEngine *e, AttrSettingsFn settings, void *settings_arg)
 		int			j,
 					kept = 0;
 
+		e_work(e);
 		if (k == NULL)
 			continue;
 		settings(settings_arg, k->adv, &s);
@@ -570,7 +610,7 @@ ae_event_count(const AttrEngine *e)
 size_t
 ae_memory(const AttrEngine *e)
 {
-	return e->memory;
+	return e->memory + attr_scratch_memory(e->scratch);
 }
 
 bool

@@ -89,6 +89,13 @@ extern AttrEngine *ae_create(const CoreAllocator *allocator);
 extern void ae_destroy(AttrEngine *engine);
 
 /*
+ * Let the engine's long loops call interrupt->check (which must outlive the
+ * engine).  If a check does not return, the engine is left half-updated and
+ * must be thrown away with the memory it came from.
+ */
+extern void ae_set_interrupt(AttrEngine *engine, const CoreInterrupt *interrupt);
+
+/*
  * Rebuild: add an event already attributed (credit: its conversion's stored
  * credit, NULL when it has none) without emitting anything.  The latest
  * event time seen moves as for ingested events.

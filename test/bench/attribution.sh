@@ -11,6 +11,9 @@
 #     same stream inserted by load_generated_events (no attribution), each
 #     into a fresh database; ingest()'s DEBUG1 phases, summed, give the
 #     engine's own rate and the rate of storing the rows.
+# (3) a hot key: HOT_KEY_EVENTS (default 100,000) events of one user and
+#     advertiser through ingest() and attribute_batch(), against INSERT of
+#     the same rows (test/bench/hot_key.sql).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 EVENTS=${EVENTS:-10000000}
@@ -18,6 +21,7 @@ USERS=${USERS:-1000000}
 STREAM_EVENTS=${STREAM_EVENTS:-1000000}
 STREAM_USERS=${STREAM_USERS:-100000}
 BATCH=${BATCH:-10000}
+HOT_KEY_EVENTS=${HOT_KEY_EVENTS:-100000}
 DIR=${BENCH_DIR:-/tmp/propensity-bench}
 . "$here/docker/pg-temp.sh"
 build_and_install "$here"
@@ -78,3 +82,8 @@ awk -F'[:,]' '/ingest: .* events/ {
     }' "$debug"
 grep -v 'DEBUG:' "$debug" >&2 || true
 rm -f "$debug"
+
+echo "== hot key: $HOT_KEY_EVENTS events of one (user, advertiser)"
+psql_pg -d postgres -c "DROP DATABASE IF EXISTS stream_hot" -c "CREATE DATABASE stream_hot" >/dev/null
+psql_pg -d stream_hot -c "CREATE EXTENSION propensity" >/dev/null
+PGOPTIONS="-c bench.batch=$BATCH" psql_pg -d stream_hot -v n="$HOT_KEY_EVENTS" -f "$here/test/bench/hot_key.sql"

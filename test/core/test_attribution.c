@@ -308,6 +308,166 @@ test_order_independence(void)
 		  pc, pv, none);
 }
 
+static uint64_t
+lcg(uint64_t *x)
+{
+	*x = *x * 6364136223846793005ULL + 1442695040888963407ULL;
+	return *x >> 11;
+}
+
+/*
+ * attr_credit_key() against attr_credit() on random keys built to hit the
+ * sweep's corners: few pixels and auctions (auctions reused across
+ * pixels), impressions, clicks and conversions at equal times, clicks
+ * before their impression, events outside the windows, short and capped
+ * windows, and every from_us.  Each conversion at or after from_us must get
+ * exactly attr_credit()'s credit; earlier ones and other events must be
+ * left as they were.
+ */
+static void
+test_sweep_equals_pairs(void)
+{
+	static char ids[64][16];
+	static char auctions[6][4] = {"a0", "a1", "a2", "a3", "a4", "a5"};
+	AttrScratch *scratch = attr_scratch_create(&core_malloc_allocator, NULL);
+	uint64_t	x = 777;
+	int			round;
+	int			wrong = 0;
+	int			untouched_wrong = 0;
+	int			kinds[3] = {0, 0, 0};
+
+	for (round = 0; round < 20000; round++)
+	{
+		AttrEvent	events[64];
+		AttrCredit	out[64];
+		AttrSettings s;
+		int			n = 1 + (int) (lcg(&x) % 64);
+		int			step = 1 + (int) (lcg(&x) % 4);	/* quarter days: coarse, many ties */
+		int			npix = 1 + (int) (lcg(&x) % 3);
+		int			nauc = 1 + (int) (lcg(&x) % 6);
+		int64_t		from;
+		int			k;
+
+		s.pc_window_us = (1 + (int64_t) (lcg(&x) % 12)) * DAY / 2;
+		s.pv_window_us = (1 + (int64_t) (lcg(&x) % 12)) * DAY / 2;
+		s.rolling_us = (1 + (int64_t) (lcg(&x) % 14)) * DAY / 2;
+		for (k = 0; k < n; k++)
+		{
+			uint64_t	r = lcg(&x);
+			FeatEventType type = (FeatEventType) (r % 4);
+			int64_t		t = T0 + (int64_t) ((r >> 3) % 40) * step * DAY / 4;
+
+			/* unique ids, whose order is not the index order */
+			snprintf(ids[k], sizeof(ids[k]), "%c%02d", "gfe"[k % 3], k);
+			events[k] = ev(ids[k], type, t, 1 + (r >> 30) % 5,
+						   ((r >> 35) % 5 == 0) ? NULL : auctions[(r >> 38) % nauc],
+						   ((r >> 42) % 6 == 0) ? 0 : 1 + (int64_t) ((r >> 45) % npix));
+			if (type == FEAT_CN && (r >> 50) % 2)
+				events[k].auction_id = NULL;
+		}
+		from = T0 + (int64_t) (lcg(&x) % 42) * step * DAY / 4 - DAY;
+		for (k = 0; k < n; k++)
+		{
+			out[k].kind = (AttrKind) 99;
+			out[k].impression = -7;
+		}
+		attr_credit_key(scratch, events, n, from, &s, out);
+		for (k = 0; k < n; k++)
+		{
+			AttrCredit	want;
+
+			if (events[k].type != FEAT_CN || events[k].time_us < from)
+			{
+				untouched_wrong += out[k].kind != (AttrKind) 99 || out[k].impression != -7;
+				continue;
+			}
+			want = attr_credit(events, n, k, &s);
+			if (want.kind != out[k].kind || want.impression != out[k].impression ||
+				want.has_campaign != out[k].has_campaign || want.campaign_id != out[k].campaign_id)
+			{
+				if (wrong < 5)
+					printf("  sweep: round %d conversion %s: %s %s, pairs say %s %s\n", round,
+						   events[k].event_id, attr_kind_name(out[k].kind), imp_id(events, out[k]),
+						   attr_kind_name(want.kind), imp_id(events, want));
+				wrong++;
+			}
+			kinds[want.kind]++;
+		}
+	}
+	CHECK(wrong == 0, "%d sweep credits differ from attr_credit()", wrong);
+	CHECK(untouched_wrong == 0, "%d entries outside the conversions asked for were written", untouched_wrong);
+	CHECK(kinds[ATTR_PC] > 2000 && kinds[ATTR_PV] > 2000 && kinds[ATTR_NONE] > 2000,
+		  "random keys exercise every kind: PC %d, PV %d, NONE %d",
+		  kinds[ATTR_PC], kinds[ATTR_PV], kinds[ATTR_NONE]);
+	attr_scratch_destroy(scratch);
+}
+
+static void
+count_checks(void *arg)
+{
+	(*(long *) arg)++;
+}
+
+/*
+ * A hot key: 100,000 events of one user (alternating impressions,
+ * conversions and clicks of one pixel, all within the window).  The pair
+ * search would take conversions x impressions x clicks; the sweep's work,
+ * counted through its interrupt checks (one per CORE_INTERRUPT_EVERY
+ * units), must stay within a small multiple of the events, and it must
+ * check for interrupts all along.
+ */
+static void
+test_sweep_hot_key(void)
+{
+	enum
+	{
+		N = 100000
+	};
+	AttrEvent  *events = malloc(sizeof(AttrEvent) * N);
+	AttrCredit *out = malloc(sizeof(AttrCredit) * N);
+	char	   *ids = malloc((size_t) N * 16);
+	char	   *aucs = malloc((size_t) N * 16);
+	long		checks = 0;
+	CoreInterrupt intr = {count_checks, &checks};
+	AttrScratch *scratch = attr_scratch_create(&core_malloc_allocator, &intr);
+	AttrSettings s = attr_default_settings();
+	int			k;
+	int			pc = 0;
+	bool		spot_ok = true;
+
+	for (k = 0; k < N; k++)
+	{
+		FeatEventType type = k % 3 == 0 ? FEAT_IM : k % 3 == 1 ? FEAT_CN : FEAT_CL;
+
+		snprintf(ids + k * 16, 16, "h%07d", k);
+		snprintf(aucs + k * 16, 16, "a%07d", k - (k % 3 == 2 ? 2 : 0));
+		events[k] = ev(ids + k * 16, type, T0 + (int64_t) k * 10000000, 1,
+					   type == FEAT_CN ? NULL : aucs + k * 16, type == FEAT_CL ? 0 : 5);
+	}
+	attr_credit_key(scratch, events, N, INT64_MIN, &s, out);
+	for (k = 1; k < N; k += 3)
+		pc += out[k].kind == ATTR_PC;
+	/* conversion k (k = 3j+1) follows impression k-1; its click comes after it */
+	CHECK(out[1].kind == ATTR_PV && out[1].impression == 0, "first hot conversion: PV of the impression before it");
+	CHECK(pc == N / 3 - 1 + (N % 3 > 1), "every later hot conversion is PC (%d)", pc);
+	/*
+	 * conversion k = 3j + 1 (j >= 1): the latest click before it is k - 2,
+	 * on the auction of impression k - 4
+	 */
+	for (k = 4; k < N && spot_ok; k += 3)
+		spot_ok = out[k].kind == ATTR_PC && out[k].impression == k - 4;
+	CHECK(spot_ok, "hot key: conversion %d is credited to impression %d, not %d", k - 3,
+		  out[k - 3].impression, k - 7);
+	CHECK(checks * CORE_INTERRUPT_EVERY < 40L * N && checks > 10,
+		  "hot key: %ld interrupt checks, about %ld units of work for %d events", checks,
+		  checks * CORE_INTERRUPT_EVERY, N);
+	attr_scratch_destroy(scratch);
+	free(events);
+	free(out);
+	free(ids);
+	free(aucs);
+}
+
 void
 test_attribution(void)
 {
@@ -317,4 +477,6 @@ test_attribution(void)
 	test_candidates();
 	test_ties();
 	test_order_independence();
+	test_sweep_equals_pairs();
+	test_sweep_hot_key();
 }
