@@ -13,10 +13,11 @@ OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic fitting history over_time
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic fitting history over_time privileges
 REGRESS_OPTS = --temp-config=test/regress.conf
 
-PG_CPPFLAGS = -I$(srcdir)/src
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/propensity.control)
+PG_CPPFLAGS = -I$(srcdir)/src -DPROPENSITY_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(PG_CFLAGS_EXTRA)
 SHLIB_LINK = -lavro -lm
 
@@ -70,7 +71,7 @@ test/fuzz/fuzz_avro: test/fuzz/fuzz_avro.c src/core/avro_decode.c src/core/avro_
 .PHONY: fuzz-avro
 fuzz-avro: test/fuzz/fuzz_avro
 	mkdir -p test/fuzz/corpus
-	./test/fuzz/fuzz_avro -max_total_time=$(FUZZ_SECONDS) -max_len=512 test/fuzz/corpus
+	./test/fuzz/fuzz_avro -max_total_time=$(FUZZ_SECONDS) -max_len=8192 test/fuzz/corpus test/fuzz/seeds
 
 # The same tests without sanitizers, under Valgrind's memcheck.
 test/core/test_core_vg: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h

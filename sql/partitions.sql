@@ -92,3 +92,57 @@ SELECT :partitions_before - count(*) AS gone FROM propensity.event_partitions;
 SELECT min(range_start) FROM propensity.event_partitions;
 SELECT count(*) AS rows_before_may FROM propensity.events WHERE event_time < '2026-05-02';
 SELECT event_id FROM propensity.events WHERE user_id = 'far' ORDER BY 1;
+
+-- Only the ranges that hold events get partitions, within the horizon.  A
+-- range with an endpoint in year 100000 or 1 BC used to be walked a day at
+-- a time (22 to 66 minutes); two events years apart, each day between.
+SET statement_timeout = '30s';
+SELECT propensity.ensure_partitions('20000-01-01', '100000-01-01') AS far_future,
+       propensity.ensure_partitions('0001-01-01 BC', now() - interval '11 years') AS far_past;
+SELECT count(*) AS parts FROM propensity.event_partitions \gset
+SELECT propensity.ensure_partitions_for(ARRAY[now() - interval '9 years', now() - interval '9 years',
+                                              now() - interval '8 years', '100000-01-01', '0001-06-01 BC',
+                                              NULL]::timestamptz[]) AS created;
+SELECT count(*) - :parts AS new_partitions FROM propensity.event_partitions;
+SELECT count(*) AS covering FROM propensity.event_partitions
+ WHERE range_start <= now() - interval '9 years' AND now() - interval '9 years' < range_end;
+-- at most propensity.partitions_per_batch new ones per batch; the rest wait
+-- in the default partition until maintain_partitions(max_partitions)
+SET propensity.partitions_per_batch = 2;
+SELECT propensity.ensure_partitions_for(ARRAY(SELECT now() - interval '7 years' + d * interval '1 day'
+                                                FROM generate_series(0, 4) d)) AS created_capped;
+RESET propensity.partitions_per_batch;
+INSERT INTO propensity.events (event_id, user_id, event_type, event_time)
+SELECT 'cap' || d, 'cap', 'IM', now() - interval '7 years' + d * interval '1 day' FROM generate_series(0, 4) d;
+SELECT count(*) FILTER (WHERE tableoid = 'propensity.events_default'::regclass) AS waiting
+  FROM propensity.events WHERE user_id = 'cap';
+SELECT propensity.maintain_partitions(2) AS created, propensity.maintain_partitions() AS then_created;
+SELECT count(*) FILTER (WHERE tableoid = 'propensity.events_default'::regclass) AS waiting
+  FROM propensity.events WHERE user_id = 'cap';
+SELECT propensity.maintain_partitions(-1);
+\echo :LAST_ERROR_SQLSTATE
+RESET statement_timeout;
+
+-- A partition dropped by hand is forgotten and its range gets a partition
+-- again (its registry row once kept maintain_partitions() from recreating it
+-- and drop_old_partitions() failed on its dangling name); one detached by
+-- hand keeps its name, so the new one takes another.
+SELECT partition AS gone FROM propensity.event_partitions
+ WHERE range_start = date_trunc('day', now() - interval '7 years', 'UTC') \gset
+DROP TABLE :gone;
+SELECT count(*) AS registry_row_left FROM propensity.event_partitions WHERE partition::text !~ '^propensity\.';
+SELECT propensity.ensure_partitions_for(ARRAY[now() - interval '7 years']) AS recreated;
+SELECT count(*) AS covered FROM propensity.event_partitions p JOIN pg_inherits i ON i.inhrelid = p.partition
+ WHERE p.range_start = date_trunc('day', now() - interval '7 years', 'UTC');
+SELECT partition AS detached FROM propensity.event_partitions
+ WHERE range_start = date_trunc('day', now() - interval '7 years', 'UTC') + interval '1 day' \gset
+ALTER TABLE propensity.events DETACH PARTITION :detached;
+SELECT propensity.maintain_partitions() AS after_detach;
+INSERT INTO propensity.events (event_id, user_id, event_type, event_time)
+VALUES ('det', 'cap', 'IM', now() - interval '7 years' + interval '1 day');
+SELECT propensity.maintain_partitions() AS recreated_detached;
+SELECT p.partition::text = :'detached' || '_2' AS took_another_name FROM propensity.event_partitions p
+ WHERE p.range_start = date_trunc('day', now() - interval '7 years', 'UTC') + interval '1 day';
+SELECT count(*) AS dropped_old FROM propensity.drop_old_partitions('6 years');
+SELECT count(*) AS detached_kept FROM pg_class WHERE oid = :'detached'::regclass;
+DROP TABLE :detached;

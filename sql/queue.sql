@@ -246,8 +246,13 @@ SELECT slot, opened_at IS NOT NULL AS opened, closed_at IS NOT NULL AS closed
 SELECT count(*) AS left_in_slot_0 FROM propensity.queue_2_0;
 
 -- ---------------------------------------------------------------------------
--- The background worker: started from SQL, it drains what is produced.
+-- The background worker: started from SQL, it drains what is produced.  It
+-- runs as propensity_worker and only against the SQL of its own version:
+-- on the 0.3.0 schema it waits, saying so in the log.
 -- ---------------------------------------------------------------------------
+SET client_min_messages = warning;
+ALTER EXTENSION propensity UPDATE;
+RESET client_min_messages;
 SELECT propensity.pause_subscription('events', 'g2');
 SELECT propensity.pause_subscription('events', 'g3');
 SELECT propensity.worker_start() IS NOT NULL AS started;

@@ -35,6 +35,7 @@
 #include "attribution.h"
 #include "core/attr_engine.h"
 #include "decode.h"
+#include "partition.h"
 #include "utils/resowner.h"
 #include "utils/typcache.h"
 
@@ -148,8 +149,8 @@ lateness_us(Datum d)
 
 enum
 {
-	P_LOCK, P_SETTINGS, P_ENSURE, P_INSERT, P_LATE, P_CHANGELOG, P_CURRENT, P_TOTALS,
-	P_STATE, P_INSERT_ONLY, P_ENSURE_BOUNDS, P_CURRENT_NEW, NPLANS
+	P_LOCK, P_SETTINGS, P_INSERT, P_LATE, P_CHANGELOG, P_CURRENT, P_TOTALS,
+	P_STATE, P_INSERT_ONLY, P_CURRENT_NEW, NPLANS
 };
 
 static SPIPlanPtr plans[NPLANS];
@@ -747,6 +748,43 @@ reset_plans_for(Oid array_type)
 	plans_array_type = array_type;
 }
 
+/* The partitions the events of an events[] array need (SPI connected). */
+static void
+ensure_array_partitions(ArrayType *batch)
+{
+	Oid			elemtype = ARR_ELEMTYPE(batch);
+	TupleDesc	desc = lookup_rowtype_tupdesc(elemtype, -1);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			m = 0;
+	int			i;
+	TimestampTz *times;
+
+	prop_check_events_rowtype(desc);
+	deconstruct_array(batch, elemtype, -1, false, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	times = palloc(sizeof(TimestampTz) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		HeapTupleHeader row;
+		HeapTupleData tup;
+		bool		isnull;
+		Datum		d;
+
+		if (nulls[i])
+			continue;
+		row = DatumGetHeapTupleHeader(elems[i]);
+		tup.t_len = HeapTupleHeaderGetDatumLength(row);
+		tup.t_data = row;
+		d = heap_getattr(&tup, EV_TIME + 1, desc, &isnull);
+		if (!isnull && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d)))
+			times[m++] = DatumGetTimestampTz(d);
+	}
+	ReleaseTupleDesc(desc);
+	(void) prop_ensure_batch_partitions(times, m);
+	pfree(times);
+}
+
 /*
  * Store a batch of events and, with attribute, apply the new ones to the
  * engine; out[] gets (inserted, duplicates, late, conversions_evaluated,
@@ -776,11 +814,7 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	nest = prop_pin_search_path();
 	SPI_connect();
 	if (nbatch > 0)
-		run_plan(P_ENSURE,
-				 "SELECT propensity.ensure_partitions(lo, hi)"
-				 "  FROM (SELECT min(event_time) AS lo, max(event_time) AS hi"
-				 "          FROM pg_catalog.unnest($1)) s WHERE lo IS NOT NULL",
-				 1, &array_type, &arg, NULL, SPI_OK_SELECT);
+		ensure_array_partitions(batch);
 	if (!attribute)
 	{
 		/* events only: the engine learns of them at its next rebuild or backfill */
@@ -849,8 +883,7 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		bounds[2];
+	TimestampTz *times;
 	volatile bool copied = false;
 	EngineState state;
 	AttrSettingsTable settings;
@@ -863,18 +896,11 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 	reset_plans_for(get_array_type(rowtype));
 	nest = prop_pin_search_path();
 	SPI_connect();
-	bounds[0] = bounds[1] = rows[0].values[EV_TIME];
-	for (i = 1; i < n; i++)
-	{
-		TimestampTz t = DatumGetTimestampTz(rows[i].values[EV_TIME]);
-
-		if (t < DatumGetTimestampTz(bounds[0]))
-			bounds[0] = rows[i].values[EV_TIME];
-		if (t > DatumGetTimestampTz(bounds[1]))
-			bounds[1] = rows[i].values[EV_TIME];
-	}
-	run_plan(P_ENSURE_BOUNDS, "SELECT propensity.ensure_partitions($1, $2)",
-			 2, types, bounds, NULL, SPI_OK_SELECT);
+	times = palloc(sizeof(TimestampTz) * n);
+	for (i = 0; i < n; i++)
+		times[i] = DatumGetTimestampTz(rows[i].values[EV_TIME]);
+	(void) prop_ensure_batch_partitions(times, n);
+	pfree(times);
 	if (attribute)
 	{
 		/* before the rows go in: a rebuild must not see them as old events */

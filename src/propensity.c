@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "propensity.h"
+#include "partition.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -26,6 +27,7 @@ char	   *propensity_default_model = NULL;
 int			propensity_partition_interval = PARTITION_DAY;
 int			propensity_partition_max_past = 3650 * 24 * 60;
 int			propensity_partition_max_future = 7 * 24 * 60;
+int			propensity_partitions_per_batch = 32;
 int			propensity_batch_memory = 256 * 1024;
 bool		propensity_batch_fast_scan = true;
 int			propensity_batch_workers = -1;
@@ -80,6 +82,16 @@ _PG_init(void)
 							-1, INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("propensity.partitions_per_batch",
+							"New event partitions one ingest batch may create.",
+							"Only the ranges that hold the batch's events get partitions; events of ranges past this many wait in the default partition until propensity.maintain_partitions().",
+							&propensity_partitions_per_batch,
+							32,
+							0, 10000,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("propensity.batch_memory",

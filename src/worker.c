@@ -5,6 +5,13 @@
  * propensity.database starts with the server; worker_start() starts one for
  * the current database.  Shared memory holds each worker's pid and latch,
  * so producers can wake it at commit and worker_stop() can find it.
+ *
+ * The worker connects as propensity.worker_role (propensity_worker, which
+ * the extension creates with just the rights the pipeline needs) and
+ * refuses to run as a superuser.  SIGTERM between batches ends the loop;
+ * during a batch it interrupts the batch at its next interrupt check (the
+ * transaction rolls back, nothing is lost).  A stop asked by worker_stop()
+ * outlives that exit, so the restarted process leaves at once.
  */
 #include "postgres.h"
 
@@ -12,6 +19,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -26,8 +34,10 @@
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "propensity.h"
@@ -35,7 +45,7 @@
 #include "worker.h"
 
 #define MAX_WORKERS 16
-#define MAX_SUBSCRIPTIONS 256
+#define DEFAULT_WORKER_ROLE "propensity_worker"
 
 char	   *propensity_database = NULL;
 char	   *propensity_worker_role = NULL;
@@ -43,6 +53,11 @@ int			propensity_poll_interval = 200; /* ms */
 int			propensity_maintenance_interval = 60;	/* s */
 int			propensity_restart_interval = 5;	/* s */
 
+/*
+ * A database's worker.  pid 0 with stop_requested set is a stop that
+ * outlived the process (it was interrupted in a batch and exits 1, so the
+ * postmaster starts it again): the next process of that database exits.
+ */
 typedef struct WorkerSlot
 {
 	Oid			dboid;
@@ -62,6 +77,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_at_commit = false;
 static bool wake_callback_registered = false;
+static volatile sig_atomic_t in_transaction = false;
 
 PGDLLEXPORT void propensity_worker_main(Datum main_arg);
 
@@ -113,9 +129,9 @@ prop_worker_init(void)
 							   "Empty: none starts by itself; propensity.worker_start() starts one in the current database.",
 							   &propensity_database, "", PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("propensity.worker_role",
-							   "Role the ingest worker of propensity.database connects as.",
-							   "Empty: the bootstrap superuser.",
-							   &propensity_worker_role, "", PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   "Role the ingest workers connect as.",
+							   "It needs LOGIN and must not be a superuser; the extension creates propensity_worker with the rights the pipeline needs.",
+							   &propensity_worker_role, DEFAULT_WORKER_ROLE, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("propensity.batch_size",
 							"Messages the ingest worker consumes per transaction.",
 							NULL, &propensity_batch_size, 10000, 1, 1000000,
@@ -163,6 +179,19 @@ find_slot(Oid dboid)
 	return -1;
 }
 
+/* a stop that outlived its process: the slot of dboid with pid 0 */
+static int
+find_stopped_slot(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < MAX_WORKERS; i++)
+		if (shared->slots[i].pid == 0 && shared->slots[i].stop_requested &&
+			shared->slots[i].dboid == dboid)
+			return i;
+	return -1;
+}
+
 static void
 release_slot(int code, Datum arg)
 {
@@ -173,12 +202,24 @@ release_slot(int code, Datum arg)
 	{
 		shared->slots[i].pid = 0;
 		shared->slots[i].latch = NULL;
-		shared->slots[i].dboid = InvalidOid;
+		/* an interrupted stop keeps the slot, so the next process exits */
+		if (!shared->slots[i].stop_requested || code == 0)
+		{
+			shared->slots[i].dboid = InvalidOid;
+			shared->slots[i].stop_requested = false;
+		}
 	}
 	SpinLockRelease(&shared->mutex);
 }
 
-static bool
+typedef enum ClaimResult
+{
+	CLAIM_OK,
+	CLAIM_TAKEN,				/* the database has a worker */
+	CLAIM_STOPPED				/* worker_stop() asked this database's worker to go */
+} ClaimResult;
+
+static ClaimResult
 claim_slot(void)
 {
 	int			i;
@@ -188,10 +229,18 @@ claim_slot(void)
 	if (find_slot(MyDatabaseId) >= 0)
 	{
 		SpinLockRelease(&shared->mutex);
-		return false;
+		return CLAIM_TAKEN;
+	}
+	i = find_stopped_slot(MyDatabaseId);
+	if (i >= 0)
+	{
+		shared->slots[i].dboid = InvalidOid;
+		shared->slots[i].stop_requested = false;
+		SpinLockRelease(&shared->mutex);
+		return CLAIM_STOPPED;
 	}
 	for (i = 0; i < MAX_WORKERS && free_slot < 0; i++)
-		if (shared->slots[i].pid == 0)
+		if (shared->slots[i].pid == 0 && !shared->slots[i].stop_requested)
 			free_slot = i;
 	if (free_slot >= 0)
 	{
@@ -207,37 +256,85 @@ claim_slot(void)
 				 errmsg("too many propensity ingest workers"),
 				 errdetail("At most %d databases can have one.", MAX_WORKERS)));
 	before_shmem_exit(release_slot, Int32GetDatum(free_slot));
-	return true;
+	return CLAIM_OK;
 }
 
 /* ---- the main loop ---- */
 
 typedef struct Subscription
 {
-	char		group[NAMEDATALEN * 2];
-	char		topic[128];
+	char	   *group;
+	char	   *topic;
 	int			isolate;		/* messages still to take one at a time */
 	TimestampTz last_error_logged;
 } Subscription;
 
-static Subscription subs[MAX_SUBSCRIPTIONS];
+/* the enabled subscriptions, in subs_cxt (reloaded once a second) */
+static Subscription *subs = NULL;
 static int	nsubs = 0;
+static MemoryContext subs_cxt = NULL;
 
-/* Read the enabled subscriptions; false if the extension is not installed. */
+/*
+ * The extension's version in this database, if installed; the worker runs
+ * only against the SQL of its own library's version (PROPENSITY_VERSION,
+ * from the control file): tables, grants and functions change between
+ * versions, and the update is one ALTER EXTENSION away.
+ */
+static bool
+extension_usable(void)
+{
+	static TimestampTz last_logged = 0;
+	Oid			ext = get_extension_oid("propensity", true);
+	char	   *version = NULL;
+	bool		isnull;
+
+	if (!OidIsValid(ext))
+		return false;
+	SPI_connect();
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'propensity'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			version = MemoryContextStrdup(TopTransactionContext, TextDatumGetCString(d));
+	}
+	SPI_finish();
+	if (version != NULL && strcmp(version, PROPENSITY_VERSION) == 0)
+		return true;
+	if (TimestampDifferenceExceeds(last_logged, GetCurrentTimestamp(), 60000))
+	{
+		ereport(LOG,
+				(errmsg("propensity ingest worker: the extension in this database is at version %s, the library at %s; waiting",
+						version ? version : "?", PROPENSITY_VERSION),
+				 errhint("Run ALTER EXTENSION propensity UPDATE in this database.")));
+		last_logged = GetCurrentTimestamp();
+	}
+	return false;
+}
+
+/*
+ * Read the enabled subscriptions; false if the extension is not installed
+ * here (or not at the library's version).
+ */
 static bool
 load_subscriptions(void)
 {
 	bool		installed;
-	Subscription old[MAX_SUBSCRIPTIONS];
+	Subscription *old = subs;
 	int			nold = nsubs;
+	MemoryContext old_cxt = subs_cxt;
 	uint64		i;
 	int			j;
 
-	memcpy(old, subs, sizeof(Subscription) * nsubs);
+	in_transaction = true;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	installed = OidIsValid(get_extension_oid("propensity", true));
+	installed = extension_usable();
+	subs_cxt = AllocSetContextCreate(TopMemoryContext, "propensity worker subscriptions",
+									 ALLOCSET_SMALL_SIZES);
+	subs = NULL;
 	nsubs = 0;
 	if (installed)
 	{
@@ -245,15 +342,15 @@ load_subscriptions(void)
 
 		SPI_connect();
 		if (SPI_execute("SELECT consumer_group, topic FROM propensity.subscriptions"
-						" WHERE enabled ORDER BY topic, consumer_group", true, MAX_SUBSCRIPTIONS) != SPI_OK_SELECT)
+						" WHERE enabled ORDER BY topic, consumer_group", true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "cannot read propensity.subscriptions");
+		subs = MemoryContextAllocZero(subs_cxt, sizeof(Subscription) * Max(SPI_processed, 1));
 		for (i = 0; i < SPI_processed; i++)
 		{
 			Subscription *s = &subs[nsubs++];
 
-			memset(s, 0, sizeof(*s));
-			strlcpy(s->group, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), sizeof(s->group));
-			strlcpy(s->topic, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), sizeof(s->topic));
+			s->group = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+			s->topic = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
 			/* keep the isolation state across reloads */
 			for (j = 0; j < nold; j++)
 				if (strcmp(old[j].group, s->group) == 0 && strcmp(old[j].topic, s->topic) == 0)
@@ -267,7 +364,45 @@ load_subscriptions(void)
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	in_transaction = false;
+	if (old_cxt != NULL)
+		MemoryContextDelete(old_cxt);
 	return installed;
+}
+
+/*
+ * Note a batch's failure on its subscription in a transaction of its own.
+ * A failure to note it (the subscription or the table gone, say) is logged
+ * (when log_failure: the caller rate-limits) and the worker goes on.
+ */
+static void
+record_error(Subscription *s, const char *message, bool log_failure)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		prop_record_error(s->group, s->topic, message);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		if (log_failure)
+			ereport(LOG,
+					(errmsg("propensity ingest worker: could not record the failure of topic \"%s\" for group \"%s\": %s",
+							s->topic, s->group, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -284,7 +419,8 @@ run_batch(Subscription *s)
 	volatile int64 consumed = 0;
 	char		activity[300];
 
-	snprintf(activity, sizeof(activity), "consuming %s for %s", s->topic, s->group);
+	snprintf(activity, sizeof(activity), "consuming %.120s for %.120s", s->topic, s->group);
+	in_transaction = true;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -305,9 +441,9 @@ run_batch(Subscription *s)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
-
 		bool		was_isolating = s->isolate > 0;
 		TimestampTz now;
+		bool		log_now;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
@@ -315,7 +451,8 @@ run_batch(Subscription *s)
 		AbortCurrentTransaction();
 		now = GetCurrentTimestamp();
 		/* a failure that persists message by message is logged every 10 s */
-		if (!was_isolating || TimestampDifferenceExceeds(s->last_error_logged, now, 10000))
+		log_now = !was_isolating || TimestampDifferenceExceeds(s->last_error_logged, now, 10000);
+		if (log_now)
 		{
 			ereport(LOG,
 					(errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
@@ -325,11 +462,7 @@ run_batch(Subscription *s)
 			s->last_error_logged = now;
 		}
 		s->isolate = propensity_batch_size;
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		prop_record_error(s->group, s->topic, edata->message);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		record_error(s, edata->message, log_now);
 		FreeErrorData(edata);
 
 		/*
@@ -340,6 +473,7 @@ run_batch(Subscription *s)
 		consumed = was_isolating ? 0 : 1;
 	}
 	PG_END_TRY();
+	in_transaction = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return consumed;
@@ -350,6 +484,7 @@ run_maintenance(void)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
+	in_transaction = true;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -377,7 +512,35 @@ run_maintenance(void)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	in_transaction = false;
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * SIGTERM: between transactions, end the loop (worker_stop() exits 0, the
+ * rest 1); inside one, also die at the next interrupt check, as a backend
+ * does, so that a long batch cannot hold a shutdown or a stop.
+ */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	if (in_transaction)
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+static const char *
+worker_role_name(void)
+{
+	return propensity_worker_role != NULL && propensity_worker_role[0] != '\0' ?
+		propensity_worker_role : DEFAULT_WORKER_ROLE;
 }
 
 void
@@ -391,14 +554,22 @@ propensity_worker_main(Datum main_arg)
 
 	memcpy(&roleoid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 
 	if (OidIsValid(dboid))
 		BackgroundWorkerInitializeConnectionByOid(dboid, roleoid, 0);
 	else
-		BackgroundWorkerInitializeConnection(propensity_database,
-											 propensity_worker_role[0] ? propensity_worker_role : NULL, 0);
+		BackgroundWorkerInitializeConnection(propensity_database, worker_role_name(), 0);
+	if (superuser())
+	{
+		/* exit 0: the postmaster does not start it again */
+		ereport(LOG,
+				(errmsg("propensity ingest worker: will not run as superuser \"%s\"",
+						GetUserNameFromId(GetUserId(), false)),
+				 errhint("Set propensity.worker_role to a role that is not a superuser, such as propensity_worker.")));
+		proc_exit(0);
+	}
 	/*
 	 * Every batch allocates and frees a few megabytes; keep them in the heap
 	 * instead of fresh mappings, whose page faults cost more than a tenth of
@@ -408,10 +579,20 @@ propensity_worker_main(Datum main_arg)
 	mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 	/* compiling the batch statements costs more than it saves (see README) */
 	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
-	if (shared == NULL || !claim_slot())
-	{
-		ereport(LOG, (errmsg("propensity ingest worker: this database already has one; exiting")));
+	if (shared == NULL)
 		proc_exit(0);
+	switch (claim_slot())
+	{
+		case CLAIM_TAKEN:
+			ereport(LOG, (errmsg("propensity ingest worker: this database already has one; exiting")));
+			proc_exit(0);
+			break;
+		case CLAIM_STOPPED:
+			ereport(LOG, (errmsg("propensity ingest worker stopped by propensity.worker_stop()")));
+			proc_exit(0);
+			break;
+		case CLAIM_OK:
+			break;
 	}
 	ereport(LOG, (errmsg("propensity ingest worker started")));
 
@@ -549,6 +730,47 @@ propensity_worker_pid(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32((int32) pid);
 }
 
+/*
+ * The role workers connect as: it must exist, be allowed to log in (a
+ * background worker's connection is a login in PostgreSQL 15) and not be a
+ * superuser.
+ */
+static Oid
+worker_role(void)
+{
+	const char *name = worker_role_name();
+	HeapTuple	tup = SearchSysCache1(AUTHNAME, CStringGetDatum(name));
+	Form_pg_authid form;
+	Oid			roleoid;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" of propensity.worker_role does not exist", name),
+				 errhint("ALTER EXTENSION propensity UPDATE creates propensity_worker, the default.")));
+	form = (Form_pg_authid) GETSTRUCT(tup);
+	roleoid = form->oid;
+	if (form->rolsuper)
+	{
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the ingest worker will not run as superuser \"%s\"", name),
+				 errhint("Set propensity.worker_role to a role that is not a superuser, such as propensity_worker.")));
+	}
+	if (!form->rolcanlogin)
+	{
+		ReleaseSysCache(tup);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("role \"%s\" of propensity.worker_role cannot log in", name),
+				 errdetail("PostgreSQL 15 lets a background worker connect only as a role with LOGIN."),
+				 errhint("ALTER ROLE %s LOGIN; it needs no password.", quote_identifier(name))));
+	}
+	ReleaseSysCache(tup);
+	return roleoid;
+}
+
 PG_FUNCTION_INFO_V1(propensity_worker_start);
 Datum
 propensity_worker_start(PG_FUNCTION_ARGS)
@@ -557,12 +779,24 @@ propensity_worker_start(PG_FUNCTION_ARGS)
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 	int			tries;
+	int			i;
+	Oid			roleoid;
 
 	require_shared();
 	pid = current_pid();
 	if (pid != 0)
 		PG_RETURN_INT32((int32) pid);
-	fill_worker(&w, MyDatabaseId, GetUserId());
+	roleoid = worker_role();
+	/* a start undoes a stop that outlived its process */
+	SpinLockAcquire(&shared->mutex);
+	i = find_stopped_slot(MyDatabaseId);
+	if (i >= 0)
+	{
+		shared->slots[i].dboid = InvalidOid;
+		shared->slots[i].stop_requested = false;
+	}
+	SpinLockRelease(&shared->mutex);
+	fill_worker(&w, MyDatabaseId, roleoid);
 	w.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&w, &handle))
 		ereport(ERROR,
@@ -574,20 +808,36 @@ propensity_worker_start(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("could not start the propensity ingest worker"),
 				 errhint("See the server log.")));
-	/* wait until it has claimed its slot (or found another one there) */
-	for (tries = 0; tries < 1000; tries++)
+	/*
+	 * Wait until it has claimed its slot (or found another one there).  One
+	 * that dies before that (it could not connect, say) is not left to be
+	 * restarted every propensity.restart_interval.
+	 */
+	for (tries = 0; tries < 3000; tries++)
 	{
 		pid_t		cur = current_pid();
 
 		if (cur != 0)
 			PG_RETURN_INT32((int32) cur);
+		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	PG_RETURN_INT32((int32) pid);
+	TerminateBackgroundWorker(handle);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+			 errmsg("the propensity ingest worker did not start"),
+			 errhint("See the server log for why.")));
+	PG_RETURN_NULL();
 }
 
+/*
+ * worker_stop(wait) -> true once the worker has stopped (with wait) or was
+ * told to (without); false if none ran, or, with a warning, if it was still
+ * running after a minute (it stops at its next interrupt check).
+ */
 PG_FUNCTION_INFO_V1(propensity_worker_stop);
 Datum
 propensity_worker_stop(PG_FUNCTION_ARGS)
@@ -609,13 +859,18 @@ propensity_worker_stop(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not signal the propensity ingest worker (pid %d): %m", (int) pid)));
-	for (tries = 0; wait && tries < 6000; tries++)
+	if (!wait)
+		PG_RETURN_BOOL(true);
+	for (tries = 0; tries < 6000; tries++)
 	{
 		if (current_pid() != pid)
-			break;
+			PG_RETURN_BOOL(true);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	PG_RETURN_BOOL(true);
+	ereport(WARNING,
+			(errmsg("the propensity ingest worker (pid %d) has not stopped after 60 seconds", (int) pid),
+			 errhint("It stops at its next interrupt check; pg_stat_activity shows what it is doing.")));
+	PG_RETURN_BOOL(false);
 }
