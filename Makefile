@@ -6,14 +6,14 @@ MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
 GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o src/attribution_batch.o src/huge_alloc.o
-GLUE_OBJS += src/decode.o src/queue.o src/worker.o src/bulk_insert.o src/logit_agg.o src/history.o
+GLUE_OBJS += src/decode.o src/crash_guard.o src/queue.o src/worker.o src/bulk_insert.o src/logit_agg.o src/history.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o src/core/attr_batch.o
 CORE_OBJS += src/core/avro_decode.o src/core/logit.o src/core/history.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue logistic fitting history over_time privileges
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue ingest_limits logistic fitting history over_time privileges
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/propensity.control)

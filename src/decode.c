@@ -20,6 +20,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/typcache.h"
@@ -32,7 +33,48 @@
 #define EPOCH_DIFF_MS (INT64CONST(946684800000))	/* 1970 to 2000, in ms */
 #define JSON_MAX_DEPTH 16
 
+int			propensity_max_message_values = AVRO_DEFAULT_MAX_VALUES;
+int			propensity_max_message_size = 1024 * 1024;	/* bytes */
+int			propensity_max_schema_size = 64 * 1024; /* bytes */
+
 static AvroCodec *codec = NULL;
+
+/*
+ * avro-c asked for memory malloc could not give (the walk has bounded what
+ * a message may ask for, so this is the process running out).  avro-c
+ * cannot survive a NULL, so the process ends here; in the ingest worker,
+ * the message being decoded is dead-lettered when it starts again
+ * (crash_guard.c).
+ */
+static void
+avro_out_of_memory(size_t size)
+{
+	ereport(FATAL,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("out of memory while decoding an Avro message"),
+			 errdetail("Failed on request of size %zu.", size)));
+}
+
+void
+prop_decode_init(void)
+{
+	DefineCustomIntVariable("propensity.max_message_values",
+							"Values one Avro message may hold: record fields, array items and map entries, nested ones included.",
+							"A message holding more is a dead letter, refused before it is decoded; memory per message stays within about 512 bytes per value.",
+							&propensity_max_message_values, AVRO_DEFAULT_MAX_VALUES, 100, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("propensity.max_message_size",
+							"Largest message the ingest worker decodes.",
+							"A larger message is a dead letter, stored once without being decoded.",
+							&propensity_max_message_size, 1024 * 1024, 1024, MaxAllocSize / 4,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("propensity.max_schema_size",
+							"Largest Avro writer schema register_schema() accepts.",
+							NULL,
+							&propensity_max_schema_size, 64 * 1024, 1024, 16 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	avro_set_alloc_failure_handler(avro_out_of_memory);
+}
 
 static AvroCodec *
 get_codec(void)
@@ -373,7 +415,8 @@ json_too_deep(const char *buf, size_t len)
 }
 
 static bool
-decode_json(const char *buf, size_t len, Datum *values, bool *nulls, char *err)
+decode_json(const char *buf, size_t len, Datum *values, bool *nulls, char *err,
+			MemoryContext row_cxt)
 {
 	JsonState	st;
 	JsonSemAction sem;
@@ -465,23 +508,75 @@ decode_json(const char *buf, size_t len, Datum *values, bool *nulls, char *err)
 		r.revenue = strtod(st.tok[13], &end);
 		r.has_revenue = true;
 	}
-	return rec_to_row(&r, values, nulls, err);
+	{
+		MemoryContext old = MemoryContextSwitchTo(row_cxt);
+		bool		ok = rec_to_row(&r, values, nulls, err);
+
+		MemoryContextSwitchTo(old);
+		return ok;
+	}
 }
 
 /* ---- entry points ---- */
 
+/*
+ * Decoding a message allocates in this context, reset after each message:
+ * the JSON lexer's copy of the text and its tokens (a long unknown field
+ * is one token) go with it, and only the row's values, built in the
+ * caller's context, stay.
+ */
+static MemoryContext decode_cxt = NULL;
+
+static bool decode_message(const char *buf, size_t len, Datum *values, bool *nulls, char *err,
+						   MemoryContext row_cxt);
+
 bool
 prop_decode_message(const char *buf, size_t len, Datum *values, bool *nulls, char *err)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	if (decode_cxt == NULL)
+		decode_cxt = AllocSetContextCreate(TopMemoryContext, "propensity message decoding",
+										   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(decode_cxt);
+	PG_TRY();
+	{
+		ok = decode_message(buf, len, values, nulls, err, caller);
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(decode_cxt);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* prop_decode_message() in decode_cxt; the row's values go to row_cxt */
+static bool
+decode_message(const char *buf, size_t len, Datum *values, bool *nulls, char *err,
+			   MemoryContext row_cxt)
 {
 	EventRec	r;
 	AvroDecodeStatus st;
 	int32		id;
 	size_t		i;
+	bool		ok;
+	MemoryContext old;
 
 	err[0] = '\0';
+	if (len > (size_t) propensity_max_message_size)
+	{
+		snprintf(err, AVRO_ERR_LEN, "message of %zu bytes exceeds propensity.max_message_size (%d bytes)",
+				 len, propensity_max_message_size);
+		return false;
+	}
 	if (len > 0 && buf[0] == 0)
 	{
 		AvroCodec  *c = get_codec();
+
+		avro_codec_set_max_values(c, propensity_max_message_values);
 
 		st = avro_decode_event(c, (const uint8 *) buf, len, &r, err);
 		if (st == AVRO_UNKNOWN_SCHEMA && avro_wire_schema_id((const uint8 *) buf, len, &id))
@@ -492,18 +587,16 @@ prop_decode_message(const char *buf, size_t len, Datum *values, bool *nulls, cha
 		}
 		if (st != AVRO_OK)
 			return false;
-		if (!rec_to_row(&r, values, nulls, err))
-		{
-			avro_codec_release(c);
-			return false;
-		}
+		old = MemoryContextSwitchTo(row_cxt);
+		ok = rec_to_row(&r, values, nulls, err);
+		MemoryContextSwitchTo(old);
 		avro_codec_release(c);
-		return true;
+		return ok;
 	}
 	for (i = 0; i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'); i++)
 		;
 	if (i < len && buf[i] == '{')
-		return decode_json(buf, len, values, nulls, err);
+		return decode_json(buf, len, values, nulls, err, row_cxt);
 	snprintf(err, AVRO_ERR_LEN, len == 0 ? "empty message"
 			 : "neither the Avro wire format (magic byte 0) nor a JSON object");
 	return false;

@@ -27,6 +27,14 @@
 
 #define DECODE_ERR_LEN 256
 
+/* GUCs of decoding, defined by prop_decode_init() */
+extern int	propensity_max_message_values;
+extern int	propensity_max_message_size;	/* bytes */
+extern int	propensity_max_schema_size; /* bytes */
+
+/* Define the decoding GUCs; called from _PG_init. */
+extern void prop_decode_init(void);
+
 /* One decoded event: the values of a propensity.events row. */
 typedef struct EventRow
 {

@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "propensity.h"
+#include "decode.h"
 #include "partition.h"
 #include "worker.h"
 
@@ -123,6 +124,7 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	prop_decode_init();
 	prop_worker_init();
 
 	MarkGUCPrefixReserved("propensity");

@@ -25,15 +25,24 @@
 #include "utils/resowner.h"
 #include "utils/typcache.h"
 
+#include "access/detoast.h"
+
 #include "propensity.h"
+#include "crash_guard.h"
 #include "decode.h"
 #include "queue.h"
 
 int			propensity_batch_size = 10000;
+int			propensity_batch_bytes = 64 * 1024;	/* kB */
+
+/* dead letters up to this many bytes go in with one statement */
+#define DEAD_LETTER_CHUNK (1024 * 1024)
 
 /* Accumulates the events and dead letters of one batch. */
 typedef struct Batch
 {
+	const char *group;			/* NULL: not from a subscription (replay) */
+	const char *topic;
 	Oid			rowtype;
 	TupleDesc	desc;
 	EventRow   *events;
@@ -101,20 +110,55 @@ batch_dead(Batch *b, int32 part, int64 off, Datum key, bool key_null, Datum valu
 	b->ndead++;
 }
 
-/* Decode one message into the batch, or dead-letter it. */
+/* the size of a message as stored, without detoasting it */
+static Size
+raw_size(Datum d)
+{
+	return toast_raw_datum_size(d) - VARHDRSZ;
+}
+
+/*
+ * Decode one message into the batch, or dead-letter it.  The message is
+ * copied out of storage once, for decoding, and that copy is freed; a dead
+ * letter keeps the stored (toasted) value, and one over
+ * propensity.max_message_size is not even read.
+ */
 static bool
 batch_add(Batch *b, int32 part, int64 off, Datum key, bool key_null, Datum value)
 {
-	bytea	   *v = DatumGetByteaPP(value);
+	bytea	   *v;
 	char		err[DECODE_ERR_LEN];
+	Size		size = raw_size(value);
+	bool		ok;
 
 	if (b->nevents == b->cap)
 	{
 		b->cap *= 2;
 		b->events = repalloc(b->events, sizeof(EventRow) * b->cap);
 	}
-	if (!prop_decode_message(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), b->events[b->nevents].values,
-							 b->events[b->nevents].nulls, err))
+	if (size > (Size) propensity_max_message_size)
+	{
+		snprintf(err, sizeof(err), "message of %zu bytes exceeds propensity.max_message_size (%d bytes)",
+				 (size_t) size, propensity_max_message_size);
+		batch_dead(b, part, off, key, key_null, value, err);
+		return false;
+	}
+	if (b->group != NULL && prop_guard_poisoned(b->group, b->topic, part, off))
+	{
+		batch_dead(b, part, off, key, key_null, value,
+				   "the worker's process died while decoding this message (a crash, or memory running out); it is not decoded again");
+		return false;
+	}
+	v = DatumGetByteaPP(value);
+	if (b->group != NULL)
+		prop_guard_enter(b->group, b->topic, part, off);
+	ok = prop_decode_message(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), b->events[b->nevents].values,
+							 b->events[b->nevents].nulls, err);
+	if (b->group != NULL)
+		prop_guard_leave();
+	if ((Pointer) v != DatumGetPointer(value))
+		pfree(v);
+	if (!ok)
 	{
 		batch_dead(b, part, off, key, key_null, value, err);
 		return false;
@@ -123,31 +167,60 @@ batch_add(Batch *b, int32 part, int64 off, Datum key, bool key_null, Datum value
 	return true;
 }
 
+/*
+ * The batch's dead letters, in chunks of up to DEAD_LETTER_CHUNK bytes per
+ * statement (an array holds its values detoasted), so that memory stays
+ * within the chunk and one large message plus its own copy.
+ */
 static void
 write_dead_letters(Batch *b, const char *group, const char *topic)
 {
 	Oid			types[7] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
 	BYTEAARRAYOID, TEXTARRAYOID};
 	Datum		args[7];
-	int			ret;
+	int			from = 0;
+	MemoryContext chunk_cxt;
+	MemoryContext oldcxt;
 
 	if (b->ndead == 0)
 		return;
+	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "dead letters", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(chunk_cxt);
 	args[0] = CStringGetTextDatum(group);
 	args[1] = CStringGetTextDatum(topic);
-	args[2] = prop_array_datum(b->dl_part, NULL, b->ndead, INT4OID);
-	args[3] = prop_array_datum(b->dl_off, NULL, b->ndead, INT8OID);
-	args[4] = prop_array_datum(b->dl_key, b->dl_key_null, b->ndead, TEXTOID);
-	args[5] = prop_array_datum(b->dl_value, NULL, b->ndead, BYTEAOID);
-	args[6] = prop_array_datum(b->dl_error, NULL, b->ndead, TEXTOID);
-	ret = SPI_execute_with_args("INSERT INTO propensity.dead_letters"
-								" (consumer_group, topic, partition, msg_offset, key, value, error)"
-								" SELECT $1, $2, d.p, d.o, d.k, d.v, d.e"
-								"   FROM unnest($3, $4, $5, $6, $7) AS d(p, o, k, v, e)"
-								" ON CONFLICT (consumer_group, topic, msg_offset) DO NOTHING",
-								7, types, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "dead letter insert failed: %s", SPI_result_code_string(ret));
+	while (from < b->ndead)
+	{
+		Size		bytes = 0;
+		int			to = from;
+		int			ret;
+
+		while (to < b->ndead && (to == from || bytes < DEAD_LETTER_CHUNK))
+		{
+			bytes += raw_size(b->dl_value[to]) + (b->dl_key_null[to] ? 0 : raw_size(b->dl_key[to]));
+			to++;
+		}
+		args[2] = prop_array_datum(b->dl_part + from, NULL, to - from, INT4OID);
+		args[3] = prop_array_datum(b->dl_off + from, NULL, to - from, INT8OID);
+		args[4] = prop_array_datum(b->dl_key + from, b->dl_key_null + from, to - from, TEXTOID);
+		args[5] = prop_array_datum(b->dl_value + from, NULL, to - from, BYTEAOID);
+		args[6] = prop_array_datum(b->dl_error + from, NULL, to - from, TEXTOID);
+		ret = SPI_execute_with_args("INSERT INTO propensity.dead_letters"
+									" (consumer_group, topic, partition, msg_offset, key, value, error)"
+									" SELECT $1, $2, d.p, d.o, d.k, d.v, d.e"
+									"   FROM unnest($3, $4, $5, $6, $7) AS d(p, o, k, v, e)"
+									" ON CONFLICT (consumer_group, topic, msg_offset) DO NOTHING",
+									7, types, args, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "dead letter insert failed: %s", SPI_result_code_string(ret));
+		from = to;
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(chunk_cxt);
+		MemoryContextSwitchTo(chunk_cxt);
+		args[0] = CStringGetTextDatum(group);
+		args[1] = CStringGetTextDatum(topic);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(chunk_cxt);
 }
 
 /*
@@ -209,20 +282,32 @@ read_query(Oid topic_id)
 	uint64		i;
 	int			ret;
 
-	ret = SPI_execute_with_args("SELECT tbl::text FROM propensity.topic_slots WHERE topic_id = $1 ORDER BY slot",
+	/* a slot table dropped by hand is skipped (its messages are gone) */
+	ret = SPI_execute_with_args("SELECT s.tbl::text FROM propensity.topic_slots s"
+								"  JOIN pg_catalog.pg_class c ON c.oid = s.tbl"
+								" WHERE s.topic_id = $1 ORDER BY s.slot",
 								1, &argtype, &arg, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed == 0)
-		elog(ERROR, "topic %u has no storage slots", topic_id);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("topic %u has no storage tables", topic_id),
+				 errhint("Its tables were dropped by hand; drop the topic with propensity.drop_topic() and create it again.")));
 	/*
 	 * The row comparison is the scan's only lower bound, so the index scan
 	 * starts at the position (or at the range's xmin) instead of checking
 	 * every older entry; txid < xmax ends it.  Each slot is read in index
 	 * order up to the limit, then merged: the planner does not turn a
 	 * filtered UNION ALL into an ordered merge by itself, and a sort of the
-	 * whole range would be paid on every batch.
+	 * whole range would be paid on every batch.  The running sum of message
+	 * sizes (octet_length reads a stored value's size without fetching it)
+	 * ends the batch at $6 bytes, the message that crosses it included.
 	 */
 	initStringInfo(&q);
-	appendStringInfoString(&q, "SELECT m.txid::text, m.msg_offset, m.partition, m.key, m.value FROM (");
+	appendStringInfoString(&q,
+						   "SELECT w.txid::text, w.msg_offset, w.partition, w.key, w.value, w.upto FROM ("
+						   " SELECT m.*, (sum(m.len) OVER (ORDER BY m.txid, m.msg_offset ROWS UNBOUNDED PRECEDING))::int8 AS upto"
+						   "   FROM (SELECT m.*, pg_catalog.octet_length(m.value)::int8"
+						   "                     + coalesce(pg_catalog.octet_length(m.key), 0) AS len FROM (");
 	for (i = 0; i < SPI_processed; i++)
 	{
 		/* regclass::text is already quoted as needed */
@@ -237,7 +322,8 @@ read_query(Oid topic_id)
 						 "   AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)"
 						 " ORDER BY txid, msg_offset LIMIT $5)", tbl);
 	}
-	appendStringInfoString(&q, ") m ORDER BY m.txid, m.msg_offset LIMIT $5");
+	appendStringInfoString(&q, ") m ORDER BY m.txid, m.msg_offset LIMIT $5) m) w"
+						   " WHERE w.upto - w.len < $6 ORDER BY w.txid, w.msg_offset");
 	return q.data;
 }
 
@@ -275,7 +361,8 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 				   ConsumeResult *res)
 {
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID};
-	Datum		args[5];
+	Datum		args[6];
+	int64		max_bytes = (int64) propensity_batch_bytes * 1024;
 	bool		isnull;
 	char	   *lo;
 	char	   *hi;
@@ -369,18 +456,23 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 	args[2] = CStringGetTextDatum(last_txid);
 	args[3] = Int64GetDatum(last_offset);
 	args[4] = Int32GetDatum(limit);
+	args[5] = Int64GetDatum(max_bytes);
 	{
 		char	   *sql = read_query(topic_id);
 		int			gucs = force_ordered_scans();
+		Oid			rtypes[6] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID, INT8OID};
 
-		ret = SPI_execute_with_args(sql, 5, types, args, NULL, false, 0);
+		ret = SPI_execute_with_args(sql, 6, rtypes, args, NULL, false, 0);
 		AtEOXact_GUC(true, gucs);
 	}
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "queue read failed: %s", SPI_result_code_string(ret));
 	rows = SPI_tuptable;
 	nrows = SPI_processed;
-	exhausted = nrows < (uint64) limit;
+	/* a batch that ended at the byte bound is no sign that the range has */
+	exhausted = nrows < (uint64) limit &&
+		(nrows == 0 ||
+		 DatumGetInt64(SPI_getbinval(rows->vals[nrows - 1], rows->tupdesc, 6, &isnull)) < max_bytes);
 
 	if (nrows == 0 && new_range)
 	{
@@ -400,6 +492,8 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 	}
 
 	batch_init(&b, (int) Min(nrows, (uint64) 100000));
+	b.group = group;
+	b.topic = topic;
 	parts = palloc(sizeof(int32) * Max(nrows, 1));
 	offs = palloc(sizeof(int64) * Max(nrows, 1));
 	keys = palloc(sizeof(Datum) * Max(nrows, 1));

@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 extern int	propensity_batch_size;	/* messages per batch */
+extern int	propensity_batch_bytes; /* message bytes per batch, kB */
 
 typedef enum ConsumeStatus
 {

@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "propensity.h"
+#include "crash_guard.h"
 #include "queue.h"
 #include "worker.h"
 
@@ -136,6 +137,11 @@ prop_worker_init(void)
 							"Messages the ingest worker consumes per transaction.",
 							NULL, &propensity_batch_size, 10000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("propensity.batch_bytes",
+							"Message bytes the ingest worker consumes per transaction.",
+							"A batch ends at propensity.batch_size messages or at this many bytes of messages, whichever comes first (at least one message).",
+							&propensity_batch_bytes, 64 * 1024, 64, MAX_KILOBYTES,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("propensity.poll_interval",
 							"How long the ingest worker sleeps when the queue is empty.",
 							"Producers also wake it when they commit.",
@@ -594,6 +600,7 @@ propensity_worker_main(Datum main_arg)
 		case CLAIM_OK:
 			break;
 	}
+	prop_guard_open(MyDatabaseId);
 	ereport(LOG, (errmsg("propensity ingest worker started")));
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "propensity worker loop", ALLOCSET_DEFAULT_SIZES);

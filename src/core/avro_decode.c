@@ -2,8 +2,8 @@
  * avro_decode.c - Confluent wire-format Avro messages to EventRec, with
  * writer-to-reader schema resolution, over avro-c.  See avro_decode.h for
  * the contract; this file adds the allocator that keeps avro-c's memory per
- * message and bounded, and the walker that validates a body before avro-c
- * reads it.
+ * message (and never hands avro-c a NULL), and the walker that validates a
+ * body, and bounds what it expands to, before avro-c reads it.
  */
 #include "core/avro_decode.h"
 
@@ -35,19 +35,35 @@ typedef struct Arena
 {
 	Chunk		head;			/* list sentinel */
 	size_t		bytes;
-	size_t		budget;			/* 0 = the arena is not in use */
+	size_t		peak;			/* most bytes held since the last reset */
 } Arena;
 
 /* the arena that allocations go to now; NULL: long-lived, plain malloc */
 static Arena *current_arena = NULL;
 static int	allocator_installed = 0;
+static void (*alloc_failure) (size_t size) = NULL;
+
+void
+avro_set_alloc_failure_handler(void (*handler) (size_t size))
+{
+	alloc_failure = handler;
+}
+
+/* malloc failed: never return NULL to avro-c, which would crash on it */
+static void
+out_of_memory(size_t size)
+{
+	if (alloc_failure != NULL)
+		alloc_failure(size);
+	abort();
+}
 
 static void
 arena_init(Arena *a)
 {
 	a->head.prev = a->head.next = &a->head;
 	a->bytes = 0;
-	a->budget = 0;
+	a->peak = 0;
 }
 
 static void
@@ -76,8 +92,10 @@ arena_reset(Arena *a)
 
 /*
  * avro-c's single allocation entry point.  Memory allocated while an arena
- * is current belongs to it (and counts against its budget) even if it is
- * reallocated or freed later; everything else is plain heap memory.
+ * is current belongs to it even if it is reallocated or freed later;
+ * everything else is plain heap memory.  It never returns NULL for a
+ * request: the walk has bounded what a message may ask for, and a failure
+ * of malloc itself goes to the allocation-failure handler.
  */
 static void *
 codec_allocator(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -106,26 +124,13 @@ codec_allocator(void *ud, void *ptr, size_t osize, size_t nsize)
 		return NULL;
 	}
 	if (nsize > SIZE_MAX / 2)
-		return NULL;
-	if (a != NULL && a->bytes - (old ? old->size : 0) + nsize > a->budget)
-		return NULL;			/* bounded by the message size */
+		out_of_memory(nsize);
 
 	if (old != NULL && a != NULL)
 		arena_unlink(a, old);
 	c = realloc(old, sizeof(Chunk) + nsize);
 	if (c == NULL)
-	{
-		if (old != NULL && a != NULL)
-		{
-			/* old is still valid: put it back */
-			old->next = a->head.next;
-			old->prev = &a->head;
-			a->head.next->prev = old;
-			a->head.next = old;
-			a->bytes += old->size;
-		}
-		return NULL;
-	}
+		out_of_memory(nsize);
 	c->magic = CHUNK_MAGIC;
 	c->size = nsize;
 	c->in_arena = a != NULL;
@@ -136,6 +141,8 @@ codec_allocator(void *ud, void *ptr, size_t osize, size_t nsize)
 		a->head.next->prev = c;
 		a->head.next = c;
 		a->bytes += nsize;
+		if (a->bytes > a->peak)
+			a->peak = a->bytes;
 	}
 	return c + 1;
 }
@@ -205,8 +212,12 @@ struct AvroCodec
 	int			last;			/* index of the last writer used */
 	avro_reader_t mem_reader;
 	Arena		arena;
-	avro_value_t value;			/* the arena's value, decref'd on release */
+	avro_value_t value;			/* the arena's value, released on release */
 	bool		has_value;
+	bool		value_complete; /* avro-c finished reading it */
+	long		max_values;		/* per message */
+	size_t		last_values;	/* what the last validated body held */
+	size_t		last_bytes;
 };
 
 #if defined(__GNUC__)
@@ -352,6 +363,7 @@ avro_codec_new(const char *reader_json, size_t len, char *err)
 	}
 	arena_init(&codec->arena);
 	codec->last = -1;
+	codec->max_values = AVRO_DEFAULT_MAX_VALUES;
 	if (avro_schema_from_json_length(reader_json, len, &codec->reader) != 0)
 	{
 		set_err(err, "reader schema: %s", avro_strerror());
@@ -505,6 +517,9 @@ typedef struct Walk
 	const uint8_t *p;
 	const uint8_t *end;
 	char	   *err;
+	size_t		values;			/* nodes of the value tree so far */
+	size_t		max_values;
+	size_t		bytes;			/* of strings, bytes, fixed and map keys */
 } Walk;
 
 static int
@@ -604,6 +619,7 @@ walk_blocks(Walk *w, avro_schema_t items, bool map, int depth)
 
 				if (walk_long(w, &klen, 10) != 0 || walk_skip(w, klen, "map key") != 0)
 					return -1;
+				w->bytes += (size_t) klen;
 			}
 			if (walk_value(w, items, depth + 1) != 0)
 				return -1;
@@ -620,6 +636,12 @@ walk_value(Walk *w, avro_schema_t s, int depth)
 	if (depth > AVRO_MAX_DEPTH)
 	{
 		set_err(w->err, "value nested deeper than %d levels", AVRO_MAX_DEPTH);
+		return -1;
+	}
+	if (++w->values > w->max_values)
+	{
+		set_err(w->err, "message holds more than %zu values (record fields, array items, map entries)",
+				w->max_values);
 		return -1;
 	}
 	s = deref(s);
@@ -662,11 +684,16 @@ walk_value(Walk *w, avro_schema_t s, int depth)
 			return walk_skip(w, 8, "double");
 		case AVRO_STRING:
 		case AVRO_BYTES:
-			if (walk_long(w, &v, 10) != 0)
+			if (walk_long(w, &v, 10) != 0 ||
+				walk_skip(w, v, avro_typeof(s) == AVRO_STRING ? "string" : "bytes") != 0)
 				return -1;
-			return walk_skip(w, v, avro_typeof(s) == AVRO_STRING ? "string" : "bytes");
+			w->bytes += (size_t) v;
+			return 0;
 		case AVRO_FIXED:
-			return walk_skip(w, avro_schema_fixed_size(s), "fixed");
+			if (walk_skip(w, avro_schema_fixed_size(s), "fixed") != 0)
+				return -1;
+			w->bytes += (size_t) avro_schema_fixed_size(s);
+			return 0;
 		case AVRO_ENUM:
 			if (walk_long(w, &v, 5) != 0)
 				return -1;
@@ -717,8 +744,15 @@ avro_validate_body(const AvroCodec *codec, int32_t schema_id, const uint8_t *bod
 	w.p = body;
 	w.end = body + len;
 	w.err = err;
+	w.values = 0;
+	w.bytes = 0;
+	w.max_values = (size_t) codec->max_values;
+	((AvroCodec *) codec)->last_values = 0;
+	((AvroCodec *) codec)->last_bytes = 0;
 	if (walk_value(&w, ws->schema, 0) != 0)
 		return -1;
+	((AvroCodec *) codec)->last_values = w.values;
+	((AvroCodec *) codec)->last_bytes = w.bytes;
 	if (w.p != w.end)
 	{
 		set_err(err, "extra bytes after the record: %zu", (size_t) (w.end - w.p));
@@ -734,11 +768,21 @@ avro_codec_release(AvroCodec *codec)
 {
 	if (codec->has_value)
 	{
-		/* balances the iface reference the value holds; frees into the arena */
 		current_arena = &codec->arena;
-		avro_value_decref(&codec->value);
+		if (codec->value_complete)
+			avro_value_decref(&codec->value);	/* frees into the arena */
+		else
+		{
+			/*
+			 * avro-c stopped half-way (a partly grown array, say): walking
+			 * the value could crash.  Its memory is all in the arena; only
+			 * the interface reference it holds is given back.
+			 */
+			avro_value_iface_decref(codec->value.iface);
+		}
 		current_arena = NULL;
 		codec->has_value = false;
+		codec->value_complete = false;
 	}
 	arena_reset(&codec->arena);
 }
@@ -747,6 +791,38 @@ size_t
 avro_codec_arena_bytes(const AvroCodec *codec)
 {
 	return codec->arena.bytes;
+}
+
+size_t
+avro_codec_arena_peak(const AvroCodec *codec)
+{
+	return codec->arena.peak;
+}
+
+void
+avro_codec_set_max_values(AvroCodec *codec, long max_values)
+{
+	codec->max_values = max_values < 1 ? 1 : max_values;
+}
+
+void
+avro_codec_last_expansion(const AvroCodec *codec, size_t *values, size_t *bytes)
+{
+	*values = codec->last_values;
+	*bytes = codec->last_bytes;
+}
+
+/*
+ * A generous bound on avro-c's memory for a body of `values` nodes and
+ * `bytes` bytes of strings and keys: each node's instance (at most a few
+ * words, records inline), a chunk header per allocation, arrays and maps
+ * doubling (and briefly held twice while they grow), the hash table of a
+ * map, and each string copied with its NUL.
+ */
+size_t
+avro_expansion_bound(size_t values, size_t bytes)
+{
+	return 65536 + values * 512 + bytes * 8;
 }
 
 /* One resolved field value. */
@@ -894,8 +970,8 @@ avro_decode_event(AvroCodec *codec, const uint8_t *buf, size_t len, EventRec *ou
 	if (avro_validate_body(codec, id, body, blen, err) != 0)
 		return AVRO_BAD_MESSAGE;
 
-	/* avro-c allocates into the arena from here; generous but bounded */
-	codec->arena.budget = 65536 + 64 * blen;
+	/* avro-c allocates into the arena from here, within the walk's bound */
+	codec->arena.peak = 0;
 	current_arena = &codec->arena;
 	if (avro_generic_value_new(ws->iface, &value) != 0)
 	{
@@ -912,6 +988,7 @@ avro_decode_event(AvroCodec *codec, const uint8_t *buf, size_t len, EventRec *ou
 		set_err(err, "avro-c: %s", avro_strerror());
 		return AVRO_BAD_MESSAGE;	/* the arena is released on the next call */
 	}
+	codec->value_complete = true;
 	for (i = 0; i < NFIELDS; i++)
 		if (read_field(&value, ws->field_index[i], &reader_fields[i], &fv[i], err) != 0)
 		{
@@ -992,7 +1069,6 @@ avro_encode_event(AvroCodec *codec, int32_t schema_id, const EventRec *ev, uint8
 		return -1;
 	}
 	avro_codec_release(codec);
-	codec->arena.budget = 65536 + 4 * cap;
 	current_arena = &codec->arena;
 	if (avro_generic_value_new(codec->reader_iface, &rec) != 0)
 	{
@@ -1002,6 +1078,7 @@ avro_encode_event(AvroCodec *codec, int32_t schema_id, const EventRec *ev, uint8
 	}
 	codec->value = rec;
 	codec->has_value = true;
+	codec->value_complete = true;	/* built field by field: always whole */
 	rc |= avro_value_get_by_index(&rec, 0, &f, NULL) || avro_value_set_string_len(&f, ev->event_id.ptr, ev->event_id.len + 1);
 	rc |= avro_value_get_by_index(&rec, 1, &f, NULL) || avro_value_set_string_len(&f, ev->user_id.ptr, ev->user_id.len + 1);
 	rc |= avro_value_get_by_index(&rec, 2, &f, NULL) || avro_value_set_enum(&f, ev->event_type);

@@ -4,12 +4,22 @@
  * structs, with the writer schema resolved to the reader schema
  * schemas/event.avsc.  Pure C over avro-c; no PostgreSQL header.
  *
- * Safety: avro-c trusts lengths and indexes read from its input.  Every body
- * is first walked against the writer schema by avro_validate_body(), which
- * checks each length against the bytes that remain, each enum and union
- * index against the schema, and each block count against the input size;
- * only then does avro-c decode it, through an allocator bounded by the
- * message size whose memory is released per message.
+ * Safety: avro-c trusts lengths and indexes read from its input, and does
+ * not survive every allocation failure (a NULL in the middle of growing a
+ * map or an array crashes it, then or at the next release).  So:
+ * - every body is first walked against the writer schema by
+ *   avro_validate_body(), which checks each length against the bytes that
+ *   remain, each enum and union index against the schema, each block count
+ *   against the input size, and counts the values the body would make
+ *   (record fields, array items, map entries, union branches): past the
+ *   codec's limit (avro_codec_set_max_values) the message is refused before
+ *   avro-c sees it, so that memory stays within avro_expansion_bound();
+ * - avro-c's per-message allocations never fail for want of budget; a
+ *   failure of malloc itself goes to the allocation-failure handler, which
+ *   must not return (abort() by default; inside the server, FATAL);
+ * - a value avro-c did not finish is released without walking it.
+ * Memory of a message is released by the next decode or
+ * avro_codec_release().
  */
 #ifndef PROPENSITY_AVRO_DECODE_H
 #define PROPENSITY_AVRO_DECODE_H
@@ -21,6 +31,7 @@
 #define AVRO_WIRE_HEADER 5		/* magic byte + schema id */
 #define AVRO_MAX_DEPTH 32		/* nesting of writer schemas we decode */
 #define AVRO_ERR_LEN 256
+#define AVRO_DEFAULT_MAX_VALUES 10000	/* values one message may hold */
 
 typedef struct AvroCodec AvroCodec;
 
@@ -99,10 +110,31 @@ extern void avro_codec_release(AvroCodec *codec);
 /* Bytes the per-message arena holds now (0 after a release); for tests. */
 extern size_t avro_codec_arena_bytes(const AvroCodec *codec);
 
+/* The most the arena held since the last decode began; for tests. */
+extern size_t avro_codec_arena_peak(const AvroCodec *codec);
+
+/* Values one message may hold (>= 1); AVRO_DEFAULT_MAX_VALUES at first. */
+extern void avro_codec_set_max_values(AvroCodec *codec, long max_values);
+
+/*
+ * What the last validated body held: values (nodes of the decoded tree)
+ * and bytes of strings, bytes, fixed and map keys.  The bound that avro-c's
+ * memory for such a body stays within: checked by the tests and the fuzzer
+ * on every message, so that the value limit bounds memory.
+ */
+extern void avro_codec_last_expansion(const AvroCodec *codec, size_t *values, size_t *bytes);
+extern size_t avro_expansion_bound(size_t values, size_t bytes);
+
+/*
+ * Called when malloc fails under avro-c (never for input past a limit:
+ * those are refused first).  It must not return; NULL restores abort().
+ */
+extern void avro_set_alloc_failure_handler(void (*handler) (size_t size));
+
 /*
  * Walk an Avro binary body against the schema of writer schema_id without
- * decoding it.  0 when the whole body is one well-formed value; -1 and an
- * error text otherwise.
+ * decoding it.  0 when the whole body is one well-formed value of at most
+ * the codec's limit of values; -1 and an error text otherwise.
  */
 extern int	avro_validate_body(const AvroCodec *codec, int32_t schema_id,
 							   const uint8_t *body, size_t len, char *err);

@@ -379,13 +379,231 @@ test_hostile(AvroCodec *c)
 			ok++;
 		else
 			bad++;
-		if (avro_codec_arena_bytes(c) > 65536 + 64 * 200)
-			other++;
+		{
+			size_t		values;
+			size_t		bytes;
+
+			avro_codec_last_expansion(c, &values, &bytes);
+			if (avro_codec_arena_peak(c) > avro_expansion_bound(values, bytes))
+				other++;
+		}
 	}
-	CHECK(other == 0, "arena within budget on random input");
+	CHECK(other == 0, "arena within the expansion bound on random input");
 	CHECK(bad > 19000, "random input rejected: %d of 20000 (%d decoded)", bad, ok);
 	avro_codec_release(c);
 	CHECK(avro_codec_arena_bytes(c) == 0, "arena empty at the end");
+}
+
+/* ---- expansion: bodies that make avro-c build far more than they weigh ---- */
+
+typedef struct BigBuf
+{
+	uint8_t    *b;
+	size_t		n;
+	size_t		cap;
+} BigBuf;
+
+static void
+big_byte(BigBuf *b, uint8_t v)
+{
+	if (b->n == b->cap)
+	{
+		b->cap = b->cap ? b->cap * 2 : 4096;
+		b->b = realloc(b->b, b->cap);
+	}
+	b->b[b->n++] = v;
+}
+
+static void
+big_long(BigBuf *b, int64_t v)
+{
+	uint64_t	z = ((uint64_t) v << 1) ^ (uint64_t) (v >> 63);
+
+	while (z >= 0x80)
+	{
+		big_byte(b, (uint8_t) (z | 0x80));
+		z >>= 7;
+	}
+	big_byte(b, (uint8_t) z);
+}
+
+/* The reader schema with one more field, `m` of the given type, at the end. */
+static char *
+schema_with_extra(const char *type_json)
+{
+	const char *end = strrchr(event_schema_json, ']');
+	size_t		head = (size_t) (end - event_schema_json);
+	char	   *s = malloc(head + strlen(type_json) + 64 + strlen(end));
+
+	memcpy(s, event_schema_json, head);
+	sprintf(s + head, ",{\"name\":\"m\",\"type\":%s}%s", type_json, end);
+	return s;
+}
+
+/* A message under schema id: a valid event (reader encoding), then the extra field's body. */
+static void
+start_message(AvroCodec *c, BigBuf *b, int32_t id)
+{
+	EventRec	ev;
+	uint8_t		tmp[512];
+	long		n;
+	long		i;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.event_id = S("x-1");
+	ev.user_id = S("u-1");
+	ev.event_type = 2;
+	ev.event_time_ms = 1700000000000LL;
+	n = avro_encode_event(c, 1, &ev, tmp, sizeof(tmp), err);
+	b->n = 0;
+	big_byte(b, 0);
+	big_byte(b, (uint8_t) ((uint32_t) id >> 24));
+	big_byte(b, (uint8_t) ((uint32_t) id >> 16));
+	big_byte(b, (uint8_t) ((uint32_t) id >> 8));
+	big_byte(b, (uint8_t) id);
+	for (i = AVRO_WIRE_HEADER; i < n; i++)
+		big_byte(b, tmp[i]);
+}
+
+/*
+ * Decode b under the codec's limit: refused when it holds more values than
+ * that, else decoded, with the arena within avro_expansion_bound() of what
+ * the walk counted.  Twice, as a second decode once crashed on what the
+ * first left behind.
+ */
+static void
+check_expansion(AvroCodec *c, const char *what, BigBuf *b, size_t values_expected)
+{
+	EventRec	out;
+	size_t		values;
+	size_t		bytes;
+	int			round;
+
+	avro_codec_set_max_values(c, AVRO_DEFAULT_MAX_VALUES);
+	CHECK(avro_decode_event(c, b->b, b->n, &out, err) == AVRO_BAD_MESSAGE &&
+		  strstr(err, "more than 10000 values") != NULL,
+		  "%s: refused under the default limit: %s", what, err);
+	CHECK(avro_codec_arena_peak(c) == 0, "%s: refused before avro-c allocates anything", what);
+	avro_codec_set_max_values(c, 2000000);
+	for (round = 0; round < 2; round++)
+	{
+		AvroDecodeStatus st = avro_decode_event(c, b->b, b->n, &out, err);
+
+		avro_codec_last_expansion(c, &values, &bytes);
+		CHECK(st == AVRO_OK && str_eq(out.event_id, "x-1") && out.event_type == 2,
+			  "%s: decodes under a raised limit (round %d): %s", what, round, err);
+		CHECK(values == values_expected, "%s: %zu values counted, %zu expected", what, values,
+			  values_expected);
+		CHECK(avro_codec_arena_peak(c) <= avro_expansion_bound(values, bytes),
+			  "%s: avro-c held %zu bytes, above the bound %zu for %zu values", what,
+			  avro_codec_arena_peak(c), avro_expansion_bound(values, bytes), values);
+	}
+	avro_codec_release(c);
+	CHECK(avro_codec_arena_bytes(c) == 0, "%s: released", what);
+	avro_codec_set_max_values(c, AVRO_DEFAULT_MAX_VALUES);
+}
+
+/* the top-level record of start_message(): the record, 14 fields, 10 union branches */
+#define EVENT_VALUES (1 + 14 + 10)
+
+static void
+test_expansion(AvroCodec *c)
+{
+	BigBuf		b = {NULL, 0, 0};
+	char		rec200[200 * 40 + 100];
+	const char *type;
+	char	   *schema;
+	int			i;
+
+	/* map<record of 200 nulls>, 300 distinct 2-byte keys: 926 bytes that crashed the backend */
+	strcpy(rec200, "{\"type\":\"map\",\"values\":{\"type\":\"record\",\"name\":\"R\",\"fields\":[");
+	for (i = 0; i < 200; i++)
+		sprintf(rec200 + strlen(rec200), "%s{\"name\":\"f%d\",\"type\":\"null\"}", i ? "," : "", i);
+	strcat(rec200, "]}}");
+	schema = schema_with_extra(rec200);
+	CHECK(avro_codec_check_writer(c, 30, schema, strlen(schema), err) == 0, "map of wide records: %s", err);
+	start_message(c, &b, 30);
+	big_long(&b, 300);
+	for (i = 0; i < 300; i++)
+	{
+		big_long(&b, 2);
+		big_byte(&b, (uint8_t) ('a' + i / 26));
+		big_byte(&b, (uint8_t) ('a' + i % 26));
+	}
+	big_long(&b, 0);
+	CHECK(b.n < 1000, "the map message is small: %zu bytes", b.n);
+	check_expansion(c, "map<record of 200 nulls> x 300", &b, EVENT_VALUES + 1 + 300 * 201);
+	free(schema);
+
+	/* array<string> of 100,000 empty strings */
+	schema = schema_with_extra("{\"type\":\"array\",\"items\":\"string\"}");
+	CHECK(avro_codec_check_writer(c, 31, schema, strlen(schema), err) == 0, "array of strings: %s", err);
+	start_message(c, &b, 31);
+	big_long(&b, 100000);
+	for (i = 0; i < 100000; i++)
+		big_long(&b, 0);
+	big_long(&b, 0);
+	check_expansion(c, "array<string> x 100000", &b, EVENT_VALUES + 1 + 100000);
+	free(schema);
+
+	/* array<map<null>>: 20,000 maps of 3 entries */
+	schema = schema_with_extra("{\"type\":\"array\",\"items\":{\"type\":\"map\",\"values\":\"null\"}}");
+	CHECK(avro_codec_check_writer(c, 32, schema, strlen(schema), err) == 0, "array of maps: %s", err);
+	start_message(c, &b, 32);
+	big_long(&b, 20000);
+	for (i = 0; i < 20000; i++)
+	{
+		int			k;
+
+		big_long(&b, 3);
+		for (k = 0; k < 3; k++)
+		{
+			big_long(&b, 1);
+			big_byte(&b, (uint8_t) ('a' + k));
+		}
+		big_long(&b, 0);
+	}
+	big_long(&b, 0);
+	check_expansion(c, "array<map<null>> x 20000", &b, EVENT_VALUES + 1 + 20000 * 4);
+	free(schema);
+
+	/* array<union<null, record>> and map<union<null, record>>: every branch a record */
+	type = "{\"type\":\"array\",\"items\":[\"null\",{\"type\":\"record\",\"name\":\"Q\","
+		"\"fields\":[{\"name\":\"a\",\"type\":\"null\"},{\"name\":\"b\",\"type\":\"long\"}]}]}";
+	schema = schema_with_extra(type);
+	CHECK(avro_codec_check_writer(c, 33, schema, strlen(schema), err) == 0, "array of unions: %s", err);
+	start_message(c, &b, 33);
+	big_long(&b, 30000);
+	for (i = 0; i < 30000; i++)
+	{
+		big_long(&b, 1);		/* branch 1: the record */
+		big_long(&b, i);		/* b */
+	}
+	big_long(&b, 0);
+	check_expansion(c, "array<union<null, record>> x 30000", &b, EVENT_VALUES + 1 + 30000 * 4);
+	free(schema);
+
+	type = "{\"type\":\"map\",\"values\":[\"null\",{\"type\":\"record\",\"name\":\"Q\","
+		"\"fields\":[{\"name\":\"a\",\"type\":\"null\"}]}]}";
+	schema = schema_with_extra(type);
+	CHECK(avro_codec_check_writer(c, 34, schema, strlen(schema), err) == 0, "map of unions: %s", err);
+	start_message(c, &b, 34);
+	big_long(&b, 20000);
+	for (i = 0; i < 20000; i++)
+	{
+		char		key[16];
+		size_t		k;
+
+		snprintf(key, sizeof(key), "k%05d", i);
+		big_long(&b, 6);
+		for (k = 0; k < 6; k++)
+			big_byte(&b, (uint8_t) key[k]);
+		big_long(&b, 1);
+	}
+	big_long(&b, 0);
+	check_expansion(c, "map<union<null, record>> x 20000", &b, EVENT_VALUES + 1 + 20000 * 3);
+	free(schema);
+	free(b.b);
 }
 
 int
@@ -406,6 +624,7 @@ main(void)
 	test_resolution(c);
 	test_oversized(c);
 	test_hostile(c);
+	test_expansion(c);
 	avro_codec_free(c);
 
 	printf("avro decoder: %d passed, %d failed\n", passed, failed);
