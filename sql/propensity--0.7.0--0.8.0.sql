@@ -299,3 +299,17 @@ ALTER FUNCTION @extschema@.track_history(text) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.untrack_history(text) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.history_switch(text) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.rescore(text, timestamptz, interval) OWNER TO propensity_worker;
+
+-- ---------------------------------------------------------------------------
+-- Schema registry: a session's decoder drops the writer schemas it loaded
+-- when the registry changes (dropped, truncated, or rows updated or
+-- deleted), so an id handed out again never decodes by the old schema.
+-- register_schema() refuses schemas over propensity.max_schema_size or
+-- nested too deep (check_writer_schema).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.avro_schemas_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'propensity_avro_schemas_changed'
+LANGUAGE C;
+CREATE TRIGGER avro_schemas_changed AFTER UPDATE OR DELETE ON @extschema@.avro_schemas
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.avro_schemas_changed();

@@ -9,8 +9,11 @@
 
 #include <math.h>
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "common/int.h"
 #include "common/jsonapi.h"
 #include "executor/spi.h"
@@ -21,6 +24,8 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/rel.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/typcache.h"
@@ -36,8 +41,28 @@
 int			propensity_max_message_values = AVRO_DEFAULT_MAX_VALUES;
 int			propensity_max_message_size = 1024 * 1024;	/* bytes */
 int			propensity_max_schema_size = 64 * 1024; /* bytes */
+int			propensity_schema_cache_size = 16 * 1024;	/* kB */
 
+/*
+ * The session's codec: the reader schema and the writer schemas loaded from
+ * propensity.avro_schemas, by id.  Ids are the registry's, so the codec is
+ * thrown away when the registry changes under it: the table dropped (DROP
+ * EXTENSION, after which CREATE EXTENSION hands out the same ids for other
+ * schemas), truncated, or rows updated or deleted (its trigger sends the
+ * invalidation).  The relcache callback only marks it; it is freed before
+ * the next decode, never while one runs.
+ */
 static AvroCodec *codec = NULL;
+static Oid	schemas_relid = InvalidOid;	/* the registry the codec was filled from */
+static bool codec_stale = false;
+static bool callback_registered = false;
+
+static void
+schemas_invalidated(Datum arg, Oid relid)
+{
+	if (codec != NULL && (relid == InvalidOid || relid == schemas_relid))
+		codec_stale = true;
+}
 
 /*
  * avro-c asked for memory malloc could not give (the walk has bounded what
@@ -69,10 +94,15 @@ prop_decode_init(void)
 							&propensity_max_message_size, 1024 * 1024, 1024, MaxAllocSize / 4,
 							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("propensity.max_schema_size",
-							"Largest Avro writer schema register_schema() accepts.",
+							"Largest Avro writer schema register_schema() accepts and a decoder loads.",
 							NULL,
 							&propensity_max_schema_size, 64 * 1024, 1024, 16 * 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("propensity.schema_cache_size",
+							"Memory the writer schemas a session has loaded may hold.",
+							"Past it, the least recently used are dropped, and loaded again from propensity.avro_schemas when a message needs them.",
+							&propensity_schema_cache_size, 16 * 1024, 64, MAX_KILOBYTES,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	avro_set_alloc_failure_handler(avro_out_of_memory);
 }
 
@@ -81,6 +111,18 @@ get_codec(void)
 {
 	char		err[AVRO_ERR_LEN];
 
+	if (codec_stale && codec != NULL)
+	{
+		avro_codec_free(codec);
+		codec = NULL;
+		schemas_relid = InvalidOid;
+	}
+	codec_stale = false;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(schemas_invalidated, (Datum) 0);
+		callback_registered = true;
+	}
 	if (codec == NULL)
 	{
 		codec = avro_codec_new(event_schema_json, strlen(event_schema_json), err);
@@ -103,7 +145,11 @@ load_schema(int32 id, char *err)
 	Datum		d;
 	char	   *json;
 	int			ret;
+	AvroCodec  *c = codec;		/* the caller's, got before the decode it retries */
 
+	Assert(c != NULL);
+	if (!OidIsValid(schemas_relid))
+		schemas_relid = get_relname_relid("avro_schemas", get_namespace_oid("propensity", true));
 	ret = SPI_execute_with_args("SELECT schema FROM propensity.avro_schemas WHERE schema_id = $1",
 								1, &argtype, &arg, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -114,8 +160,15 @@ load_schema(int32 id, char *err)
 		return false;
 	}
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (toast_raw_datum_size(d) - VARHDRSZ > (Size) propensity_max_schema_size)
+	{
+		snprintf(err, AVRO_ERR_LEN, "schema id %d is larger than propensity.max_schema_size (%d bytes)",
+				 id, propensity_max_schema_size);
+		return false;
+	}
 	json = TextDatumGetCString(d);
-	if (avro_codec_check_writer(get_codec(), id, json, strlen(json), err) != 0)
+	avro_codec_set_cache_limit(c, (size_t) propensity_schema_cache_size * 1024);
+	if (avro_codec_check_writer(c, id, json, strlen(json), err) != 0)
 	{
 		char		tmp[AVRO_ERR_LEN];
 
@@ -621,6 +674,22 @@ prop_check_events_rowtype(TupleDesc desc)
 
 /* ---- SQL functions ---- */
 
+/*
+ * Statement trigger on propensity.avro_schemas (UPDATE, DELETE): every
+ * session drops the writer schemas it has loaded once this commits.
+ */
+PG_FUNCTION_INFO_V1(propensity_avro_schemas_changed);
+Datum
+propensity_avro_schemas_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "avro_schemas_changed() must be called as a trigger");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
 PG_FUNCTION_INFO_V1(propensity_event_schema);
 Datum
 propensity_event_schema(PG_FUNCTION_ARGS)
@@ -632,9 +701,17 @@ PG_FUNCTION_INFO_V1(propensity_check_writer_schema);
 Datum
 propensity_check_writer_schema(PG_FUNCTION_ARGS)
 {
-	char	   *json = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *json;
 	char		err[AVRO_ERR_LEN];
 
+	if (VARSIZE_ANY_EXHDR(t) > (Size) propensity_max_schema_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("schema of %zu bytes is larger than propensity.max_schema_size (%d bytes)",
+						(size_t) VARSIZE_ANY_EXHDR(t), propensity_max_schema_size),
+				 errhint("An event schema is a few kilobytes; a superuser can raise the limit.")));
+	json = text_to_cstring(t);
 	if (avro_codec_check_writer(get_codec(), -1, json, strlen(json), err) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

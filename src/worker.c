@@ -640,7 +640,7 @@ propensity_worker_main(Datum main_arg)
 		if (consumed > 0)
 			continue;			/* more may be waiting */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 installed ? propensity_poll_interval : 10000L, PG_WAIT_EXTENSION);
+						 installed ? propensity_poll_interval : 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		if (!installed)
 			last_reload = 0;

@@ -40,6 +40,7 @@ typedef struct Arena
 
 /* the arena that allocations go to now; NULL: long-lived, plain malloc */
 static Arena *current_arena = NULL;
+static size_t long_lived_bytes = 0;	/* held outside arenas (schemas) */
 static int	allocator_installed = 0;
 static void (*alloc_failure) (size_t size) = NULL;
 
@@ -118,6 +119,8 @@ codec_allocator(void *ud, void *ptr, size_t osize, size_t nsize)
 		{
 			if (a != NULL)
 				arena_unlink(a, old);
+			else
+				long_lived_bytes -= old->size;
 			old->magic = 0;
 			free(old);
 		}
@@ -128,9 +131,13 @@ codec_allocator(void *ud, void *ptr, size_t osize, size_t nsize)
 
 	if (old != NULL && a != NULL)
 		arena_unlink(a, old);
+	else if (old != NULL)
+		long_lived_bytes -= old->size;
 	c = realloc(old, sizeof(Chunk) + nsize);
 	if (c == NULL)
 		out_of_memory(nsize);
+	if (a == NULL)
+		long_lived_bytes += nsize;
 	c->magic = CHUNK_MAGIC;
 	c->size = nsize;
 	c->in_arena = a != NULL;
@@ -200,6 +207,8 @@ typedef struct WriterSchema
 	avro_schema_t schema;
 	avro_value_iface_t *iface;
 	int			field_index[NFIELDS];	/* writer field, -1 = reader default */
+	size_t		bytes;			/* avro-c's memory for it */
+	uint64_t	used;			/* last use, for eviction */
 } WriterSchema;
 
 struct AvroCodec
@@ -216,6 +225,9 @@ struct AvroCodec
 	bool		has_value;
 	bool		value_complete; /* avro-c finished reading it */
 	long		max_values;		/* per message */
+	size_t		cache_limit;	/* bytes of writer schemas kept */
+	size_t		schema_bytes;	/* now */
+	uint64_t	clock;			/* uses */
 	size_t		last_values;	/* what the last validated body held */
 	size_t		last_bytes;
 };
@@ -364,6 +376,7 @@ avro_codec_new(const char *reader_json, size_t len, char *err)
 	arena_init(&codec->arena);
 	codec->last = -1;
 	codec->max_values = AVRO_DEFAULT_MAX_VALUES;
+	codec->cache_limit = 16 * 1024 * 1024;
 	if (avro_schema_from_json_length(reader_json, len, &codec->reader) != 0)
 	{
 		set_err(err, "reader schema: %s", avro_strerror());
@@ -431,14 +444,100 @@ find_writer(AvroCodec *codec, int32_t id)
 	int			i;
 
 	if (codec->last >= 0 && codec->writers[codec->last].id == id)
+	{
+		codec->writers[codec->last].used = ++codec->clock;
 		return &codec->writers[codec->last];
+	}
 	for (i = 0; i < codec->nwriters; i++)
 		if (codec->writers[i].id == id)
 		{
 			codec->last = i;
+			codec->writers[i].used = ++codec->clock;
 			return &codec->writers[i];
 		}
 	return NULL;
+}
+
+/* Drop writer i (never the one in use: callers release the value first). */
+static void
+drop_writer(AvroCodec *codec, int i)
+{
+	WriterSchema *w = &codec->writers[i];
+
+	avro_value_iface_decref(w->iface);
+	avro_schema_decref(w->schema);
+	codec->schema_bytes -= w->bytes;
+	codec->writers[i] = codec->writers[--codec->nwriters];
+	codec->last = -1;
+}
+
+/* Drop the least recently used writers while over the limit, keeping keep. */
+static void
+evict_writers(AvroCodec *codec, int32_t keep)
+{
+	while (codec->schema_bytes > codec->cache_limit && codec->nwriters > 1)
+	{
+		int			victim = -1;
+		int			i;
+
+		for (i = 0; i < codec->nwriters; i++)
+			if (codec->writers[i].id != keep &&
+				(victim < 0 || codec->writers[i].used < codec->writers[victim].used))
+				victim = i;
+		if (victim < 0)
+			break;
+		drop_writer(codec, victim);
+	}
+}
+
+void
+avro_codec_set_cache_limit(AvroCodec *codec, size_t bytes)
+{
+	codec->cache_limit = bytes;
+}
+
+int
+avro_codec_schema_count(const AvroCodec *codec)
+{
+	return codec->nwriters;
+}
+
+size_t
+avro_codec_schema_bytes(const AvroCodec *codec)
+{
+	return codec->schema_bytes;
+}
+
+/* nesting of [ and { outside strings: avro-c and jansson recurse on it */
+static bool
+json_too_deep(const char *json, size_t len)
+{
+	int			depth = 0;
+	bool		in_str = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = json[i];
+
+		if (in_str)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		}
+		else if (c == '"')
+			in_str = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > 2 * AVRO_MAX_DEPTH)
+				return true;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return false;
 }
 
 bool
@@ -453,7 +552,16 @@ avro_codec_check_writer(AvroCodec *codec, int32_t schema_id, const char *json, s
 {
 	avro_schema_t schema;
 	WriterSchema w;
+	size_t		before;
 
+	if (json_too_deep(json, len))
+	{
+		set_err(err, "schema nested deeper than %d levels", 2 * AVRO_MAX_DEPTH);
+		return -1;
+	}
+	/* the value of the last message may use a schema about to be dropped */
+	avro_codec_release(codec);
+	before = long_lived_bytes;
 	if (avro_schema_from_json_length(json, len, &schema) != 0)
 	{
 		const char *msg = avro_strerror();
@@ -481,6 +589,8 @@ avro_codec_check_writer(AvroCodec *codec, int32_t schema_id, const char *json, s
 		avro_schema_decref(schema);
 		return -1;
 	}
+	w.bytes = long_lived_bytes > before ? long_lived_bytes - before : 0;
+	w.used = ++codec->clock;
 	if (codec->nwriters == codec->cap)
 	{
 		int			ncap = codec->cap ? codec->cap * 2 : 8;
@@ -497,6 +607,8 @@ avro_codec_check_writer(AvroCodec *codec, int32_t schema_id, const char *json, s
 		codec->cap = ncap;
 	}
 	codec->writers[codec->nwriters++] = w;
+	codec->schema_bytes += w.bytes;
+	evict_writers(codec, schema_id);
 	return 0;
 }
 

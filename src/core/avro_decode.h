@@ -87,11 +87,21 @@ extern void avro_codec_free(AvroCodec *codec);
  * Parse a writer schema and check that it resolves to the reader schema
  * (each reader field without a default is in the writer with a type that
  * promotes to it).  0 on success; -1 and an error text otherwise.  With
- * schema_id >= 0 the schema is also kept under that id for decoding.
+ * schema_id >= 0 the schema is also kept under that id for decoding, and
+ * the least recently used schemas are dropped (they are loaded again when
+ * needed) while the codec's schemas hold more than its cache limit.  A
+ * schema nested deeper than AVRO_MAX_DEPTH is refused before it is parsed.
  */
 extern int	avro_codec_check_writer(AvroCodec *codec, int32_t schema_id,
 									const char *json, size_t len, char *err);
 extern bool avro_codec_has_schema(const AvroCodec *codec, int32_t schema_id);
+
+/* Memory the writer schemas kept may hold (bytes, >= 0); 16 MB at first. */
+extern void avro_codec_set_cache_limit(AvroCodec *codec, size_t bytes);
+
+/* Writer schemas kept now, and the memory avro-c holds for them. */
+extern int	avro_codec_schema_count(const AvroCodec *codec);
+extern size_t avro_codec_schema_bytes(const AvroCodec *codec);
 
 /* The schema id a wire-format message names; false if it has no header. */
 extern bool avro_wire_schema_id(const uint8_t *buf, size_t len, int32_t *schema_id);

@@ -606,6 +606,72 @@ test_expansion(AvroCodec *c)
 	free(b.b);
 }
 
+/*
+ * Writer schemas are kept up to the cache limit, least recently used
+ * dropped first (and loaded again on their next message, as the glue does
+ * for an unknown id); a schema nested too deep is refused unparsed.
+ */
+static void
+test_schema_cache(void)
+{
+	AvroCodec  *c = avro_codec_new(event_schema_json, strlen(event_schema_json), err);
+	char		extra[64];
+	char	   *schema;
+	size_t		one;
+	int			i;
+	int			reloaded = 0;
+	bool		bounded = true;
+	char		deep[4096];
+
+	snprintf(extra, sizeof(extra), "\"long\"");
+	schema = schema_with_extra(extra);
+	CHECK(avro_codec_check_writer(c, 100, schema, strlen(schema), err) == 0, "first schema: %s", err);
+	one = avro_codec_schema_bytes(c);
+	CHECK(one > 1000, "a schema's memory is counted: %zu bytes", one);
+	free(schema);
+	avro_codec_set_cache_limit(c, one * 5 + one / 2);
+	for (i = 0; i < 40; i++)
+	{
+		EventRec	out;
+		BigBuf		b = {NULL, 0, 0};
+		int32_t		id = 100 + i % 20;
+		AvroDecodeStatus st;
+
+		snprintf(extra, sizeof(extra), "{\"type\":\"fixed\",\"name\":\"X%d\",\"size\":1}", id);
+		schema = schema_with_extra(extra);
+		start_message(c, &b, id);
+		big_byte(&b, 7);
+		st = avro_decode_event(c, b.b, b.n, &out, err);
+		if (st == AVRO_UNKNOWN_SCHEMA)
+		{
+			if (i >= 20)
+				reloaded++;
+			CHECK(avro_codec_check_writer(c, id, schema, strlen(schema), err) == 0, "schema %d: %s", id, err);
+			st = avro_decode_event(c, b.b, b.n, &out, err);
+		}
+		CHECK(st == AVRO_OK && str_eq(out.event_id, "x-1"), "message under schema %d: %s", id, err);
+		if (avro_codec_schema_count(c) > 6 || avro_codec_schema_bytes(c) > one * 6)
+			bounded = false;
+		free(schema);
+		free(b.b);
+	}
+	CHECK(bounded, "at most 6 schemas kept under a limit of 5.5 schemas' memory (%d, %zu bytes)",
+		  avro_codec_schema_count(c), avro_codec_schema_bytes(c));
+	CHECK(reloaded == 20, "schemas dropped are loaded again when their messages come: %d", reloaded);
+
+	memset(deep, 0, sizeof(deep));
+	for (i = 0; i < 100; i++)
+		strcat(deep, "{\"type\":\"array\",\"items\":");
+	strcat(deep, "\"long\"");
+	for (i = 0; i < 100; i++)
+		strcat(deep, "}");
+	schema = schema_with_extra(deep);
+	CHECK(avro_codec_check_writer(c, 200, schema, strlen(schema), err) != 0 && strstr(err, "nested deeper"),
+		  "a schema nested 100 deep is refused: %s", err);
+	free(schema);
+	avro_codec_free(c);
+}
+
 int
 main(void)
 {
@@ -625,6 +691,7 @@ main(void)
 	test_oversized(c);
 	test_hostile(c);
 	test_expansion(c);
+	test_schema_cache();
 	avro_codec_free(c);
 
 	printf("avro decoder: %d passed, %d failed\n", passed, failed);
