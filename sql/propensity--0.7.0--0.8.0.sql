@@ -292,7 +292,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.history_refresh(text[], timestamptz[]) TO 
 ALTER FUNCTION @extschema@.ingest(@extschema@.events[]) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.consume(text, text, integer) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.replay_dead_letters(text, text) OWNER TO propensity_worker;
-ALTER FUNCTION @extschema@.attribution_backfill() OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.history_refresh(text[], timestamptz[]) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.history_rebuild(text) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.track_history(text) OWNER TO propensity_worker;
@@ -313,3 +312,59 @@ AS 'MODULE_PATHNAME', 'propensity_avro_schemas_changed'
 LANGUAGE C;
 CREATE TRIGGER avro_schemas_changed AFTER UPDATE OR DELETE ON @extschema@.avro_schemas
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.avro_schemas_changed();
+
+-- ---------------------------------------------------------------------------
+-- The future horizon: an event later than its ingest plus
+-- propensity.future_horizon is stored and listed as future, but neither
+-- attributed nor let move the watermark (one event dated 2999 made every
+-- later event late, for ever).  A backfill takes the watermark from the
+-- events it attributes, and with include_late recounts the listed ones.
+-- ---------------------------------------------------------------------------
+ALTER TABLE @extschema@.attribution_late
+    ADD COLUMN reason text NOT NULL DEFAULT 'late' CHECK (reason IN ('late', 'future'));
+COMMENT ON TABLE @extschema@.attribution_late IS
+    'Events kept out of attribution: older than the ingest watermark when they arrived (late), or later than the future horizon (future); stored and counted, not attributed';
+COMMENT ON COLUMN @extschema@.attribution_late.watermark IS
+    'For a late event the watermark it missed; for a future one the limit it passed';
+ALTER TABLE @extschema@.attribution_totals ADD COLUMN future bigint NOT NULL DEFAULT 0;
+COMMENT ON TABLE @extschema@.attribution_totals IS
+    'Per (advertiser, campaign): in-time impressions and clicks, PC and PV conversions, unattributed conversions (NULL campaign), late and future events';
+
+CREATE OR REPLACE VIEW @extschema@.attribution_totals_from_changelog AS
+SELECT advertiser_id, campaign_id,
+       sum(impressions)::bigint AS impressions, sum(clicks)::bigint AS clicks,
+       sum(pc)::bigint AS pc, sum(pv)::bigint AS pv,
+       sum(unattributed)::bigint AS unattributed, sum(late)::bigint AS late,
+       sum(future)::bigint AS future
+  FROM (SELECT e.advertiser_id, e.campaign_id,
+               (e.event_type = 'IM')::int AS impressions, (e.event_type = 'CL')::int AS clicks,
+               0 AS pc, 0 AS pv, 0 AS unattributed, 0 AS late, 0 AS future
+          FROM @extschema@.events e
+         WHERE e.advertiser_id IS NOT NULL AND e.event_type IN ('IM', 'CL')
+           AND NOT EXISTS (SELECT 1 FROM @extschema@.attribution_late l
+                            WHERE l.event_id = e.event_id AND l.event_time = e.event_time)
+        UNION ALL
+        SELECT advertiser_id, campaign_id, 0, 0,
+               CASE WHEN kind = 'PC' THEN delta ELSE 0 END,
+               CASE WHEN kind = 'PV' THEN delta ELSE 0 END,
+               CASE WHEN kind = 'NONE' THEN delta ELSE 0 END, 0, 0
+          FROM @extschema@.attribution_changelog
+        UNION ALL
+        SELECT advertiser_id, campaign_id, 0, 0, 0, 0, 0,
+               (reason = 'late')::int, (reason = 'future')::int
+          FROM @extschema@.attribution_late
+         WHERE advertiser_id IS NOT NULL) s
+ GROUP BY advertiser_id, campaign_id;
+
+DROP FUNCTION @extschema@.attribution_backfill();
+CREATE FUNCTION @extschema@.attribution_backfill(include_late boolean DEFAULT false,
+                                                 OUT conversions bigint, OUT deltas bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'propensity_attribution_backfill'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.attribution_backfill(boolean) IS
+    'Recomputes attribution from the stored events (late and future ones excluded, or with include_late the late list emptied first); one +1 per conversion; the watermark from the events attributed';
+ALTER FUNCTION @extschema@.attribution_backfill(boolean) OWNER TO propensity_worker;
+REVOKE ALL ON FUNCTION @extschema@.attribution_backfill(boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.attribution_backfill(boolean) TO propensity_admin;

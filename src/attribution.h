@@ -28,6 +28,12 @@ typedef struct AttrSettingsTable
 /* Read the settings table; SPI must be connected.  In CurrentMemoryContext. */
 extern AttrSettingsTable prop_attr_load_settings(void);
 
+/* GUC (minutes, -1: none): how far past its ingest an event may be and count */
+extern int	propensity_future_horizon;
+
+/* The time after which an event ingested now is future (PG_INT64_MAX: none). */
+extern int64 prop_future_limit(void);
+
 /* An AttrSettingsFn over an AttrSettingsTable. */
 extern void prop_attr_settings_lookup(void *table, int64_t advertiser_id, AttrAdvSettings *out);
 

@@ -21,6 +21,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "common/int.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -28,8 +29,10 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "catalog/namespace.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "propensity.h"
 #include "attribution.h"
@@ -135,6 +138,25 @@ prop_attr_settings_lookup(void *arg, int64_t advertiser_id, AttrAdvSettings *out
 	*out = st->defaults;
 }
 
+int			propensity_future_horizon = 24 * 60;	/* minutes, -1: none */
+
+/*
+ * Events later than this (the transaction's start plus
+ * propensity.future_horizon) are future: kept out of attribution and off
+ * the watermark.  PG_INT64_MAX without a horizon.
+ */
+int64
+prop_future_limit(void)
+{
+	int64		limit;
+
+	if (propensity_future_horizon < 0 ||
+		pg_add_s64_overflow(GetCurrentTransactionStartTimestamp(),
+							(int64) propensity_future_horizon * USECS_PER_MINUTE, &limit))
+		return PG_INT64_MAX;
+	return limit;
+}
+
 static int64
 lateness_us(Datum d)
 {
@@ -188,6 +210,39 @@ run_plan(int which, const char *sql, int nargs, Oid *types, Datum *values, const
  * own procedure context current after a query, and that one is freed at
  * SPI_finish(), before attribute_batch() reads the settings.
  */
+/*
+ * Whether the installed schema has the columns of future events (0.8.0:
+ * attribution_totals.future, attribution_late.reason).  A session whose
+ * library is newer than the schema it writes (between installing the
+ * library and ALTER EXTENSION ... UPDATE, or in the upgrade tests) lists
+ * and counts a future event as late.  The two plans that name the columns
+ * are prepared again when this changes under the session.
+ */
+static int	plans_future = -1;
+
+static bool
+schema_has_future(void)
+{
+	Oid			nsp = get_namespace_oid("propensity", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("attribution_totals", nsp) : InvalidOid;
+	bool		has = OidIsValid(rel) && get_attnum(rel, "future") != InvalidAttrNumber;
+
+	if (plans_future != (int) has)
+	{
+		int			which[2] = {P_TOTALS, P_LATE};
+		int			i;
+
+		for (i = 0; i < 2; i++)
+			if (plans[which[i]] != NULL)
+			{
+				SPI_freeplan(plans[which[i]]);
+				plans[which[i]] = NULL;
+			}
+		plans_future = has;
+	}
+	return has;
+}
+
 AttrSettingsTable
 prop_attr_load_settings(void)
 {
@@ -453,7 +508,7 @@ typedef struct TotalsKey
 
 enum
 {
-	T_IM, T_CL, T_PC, T_PV, T_NONE, T_LATE, T_N
+	T_IM, T_CL, T_PC, T_PV, T_NONE, T_LATE, T_FUTURE, T_N
 };
 
 typedef struct TotalsEntry
@@ -511,16 +566,29 @@ write_totals(HTAB *h)
 	}
 	for (j = 0; j < 2 + T_N; j++)
 		values[j] = prop_array_datum(cols[j], j == 1 ? campnull : NULL, n, INT8OID);
-	run_plan(P_TOTALS,
-			 "INSERT INTO propensity.attribution_totals AS t"
-			 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late)"
-			 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
-			 " ON CONFLICT (advertiser_id, campaign_id) DO UPDATE SET"
-			 "   impressions = t.impressions + excluded.impressions,"
-			 "   clicks = t.clicks + excluded.clicks, pc = t.pc + excluded.pc,"
-			 "   pv = t.pv + excluded.pv, unattributed = t.unattributed + excluded.unattributed,"
-			 "   late = t.late + excluded.late",
-			 2 + T_N, types, values, NULL, SPI_OK_INSERT);
+	if (schema_has_future())
+		run_plan(P_TOTALS,
+				 "INSERT INTO propensity.attribution_totals AS t"
+				 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late, future)"
+				 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+				 " ON CONFLICT (advertiser_id, campaign_id) DO UPDATE SET"
+				 "   impressions = t.impressions + excluded.impressions,"
+				 "   clicks = t.clicks + excluded.clicks, pc = t.pc + excluded.pc,"
+				 "   pv = t.pv + excluded.pv, unattributed = t.unattributed + excluded.unattributed,"
+				 "   late = t.late + excluded.late, future = t.future + excluded.future",
+				 2 + T_N, types, values, NULL, SPI_OK_INSERT);
+	else
+		run_plan(P_TOTALS,
+				 "INSERT INTO propensity.attribution_totals AS t"
+				 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late)"
+				 " SELECT a, c, i, l, p, v, u, late + fut FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+				 "        AS x(a, c, i, l, p, v, u, late, fut)"
+				 " ON CONFLICT (advertiser_id, campaign_id) DO UPDATE SET"
+				 "   impressions = t.impressions + excluded.impressions,"
+				 "   clicks = t.clicks + excluded.clicks, pc = t.pc + excluded.pc,"
+				 "   pv = t.pv + excluded.pv, unattributed = t.unattributed + excluded.unattributed,"
+				 "   late = t.late + excluded.late",
+				 2 + T_N, types, values, NULL, SPI_OK_INSERT);
 }
 
 /*
@@ -608,10 +676,14 @@ write_deltas(int64 batch, const AttrBatchResult *r, HTAB *totals, bool fresh)
 				 9, types, values, NULL, SPI_OK_INSERT);
 }
 
-/* Late events of a batch: recorded with the watermark they missed. */
+/*
+ * Late and future events of a batch: recorded with the watermark they
+ * missed, or the future limit they passed.
+ */
 static void
 write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_adv, int n,
-		   const bool *late, int64 max_before, AttrSettingsTable *settings, HTAB *totals)
+		   const bool *late, const bool *future, int64 max_before, int64 future_limit,
+		   AttrSettingsTable *settings, HTAB *totals)
 {
 	Datum	   *id = palloc(sizeof(Datum) * n),
 			   *time = palloc(sizeof(Datum) * n),
@@ -619,12 +691,15 @@ write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_
 			   *type = palloc(sizeof(Datum) * n),
 			   *adv = palloc(sizeof(Datum) * n),
 			   *camp = palloc(sizeof(Datum) * n),
-			   *mark = palloc(sizeof(Datum) * n);
+			   *mark = palloc(sizeof(Datum) * n),
+			   *reason = palloc(sizeof(Datum) * n);
 	bool	   *advnull = palloc(sizeof(bool) * n),
 			   *campnull = palloc(sizeof(bool) * n);
-	Oid			types[8] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		values[8];
+	Oid			types[9] = {INT8OID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+	Datum		values[9];
+	Datum		late_text = CStringGetTextDatum("late");
+	Datum		future_text = CStringGetTextDatum("future");
 	int			i,
 				m = 0;
 
@@ -632,7 +707,7 @@ write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_
 	{
 		AttrAdvSettings s;
 
-		if (!late[i])
+		if (!late[i] && !future[i])
 			continue;
 		prop_attr_settings_lookup(settings, in[i].advertiser_id, &s);
 		id[m] = CStringGetTextDatum(in[i].event_id);
@@ -644,9 +719,11 @@ write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_
 		adv[m] = Int64GetDatum(in[i].advertiser_id);
 		campnull[m] = !in[i].has_campaign;
 		camp[m] = Int64GetDatum(in[i].campaign_id);
-		mark[m] = TimestampTzGetDatum(max_before - s.lateness_us);
+		mark[m] = TimestampTzGetDatum(future[i] ? future_limit : max_before - s.lateness_us);
+		reason[m] = future[i] ? future_text : late_text;
 		if (!advnull[m])
-			totals_add(totals, in[i].advertiser_id, in[i].has_campaign, in[i].campaign_id, T_LATE, 1);
+			totals_add(totals, in[i].advertiser_id, in[i].has_campaign, in[i].campaign_id,
+					   future[i] ? T_FUTURE : T_LATE, 1);
 		m++;
 	}
 	if (m == 0)
@@ -659,11 +736,20 @@ write_late(int64 batch, const AttrInput *in, char **type_names, const bool *has_
 	values[5] = prop_array_datum(adv, advnull, m, INT8OID);
 	values[6] = prop_array_datum(camp, campnull, m, INT8OID);
 	values[7] = prop_array_datum(mark, NULL, m, TIMESTAMPTZOID);
-	run_plan(P_LATE,
-			 "INSERT INTO propensity.attribution_late"
-			 "       (batch, event_id, event_time, user_id, event_type, advertiser_id, campaign_id, watermark)"
-			 " SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8)",
-			 8, types, values, NULL, SPI_OK_INSERT);
+	values[8] = prop_array_datum(reason, NULL, m, TEXTOID);
+	if (schema_has_future())
+		run_plan(P_LATE,
+				 "INSERT INTO propensity.attribution_late"
+				 "       (batch, event_id, event_time, user_id, event_type, advertiser_id, campaign_id, watermark, reason)"
+				 " SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)",
+				 9, types, values, NULL, SPI_OK_INSERT);
+	else
+		run_plan(P_LATE,
+				 "INSERT INTO propensity.attribution_late"
+				 "       (batch, event_id, event_time, user_id, event_type, advertiser_id, campaign_id, watermark)"
+				 " SELECT $1, x.i, x.t, x.u, x.y, x.a, x.c, x.w"
+				 "   FROM unnest($2, $3, $4, $5, $6, $7, $8, $9) AS x(i, t, u, y, a, c, w, r)",
+				 9, types, values, NULL, SPI_OK_INSERT);
 }
 
 static HTAB *
@@ -680,12 +766,12 @@ totals_create(void)
 
 /* Counts in-time impressions and clicks into the totals. */
 static void
-count_events(const AttrInput *in, int n, const bool *late, HTAB *totals)
+count_events(const AttrInput *in, int n, const bool *late, const bool *future, HTAB *totals)
 {
 	int			i;
 
 	for (i = 0; i < n; i++)
-		if ((late == NULL || !late[i]) && (in[i].type == FEAT_IM || in[i].type == FEAT_CL))
+		if ((late == NULL || (!late[i] && !future[i])) && (in[i].type == FEAT_IM || in[i].type == FEAT_CL))
 			totals_add(totals, in[i].advertiser_id, in[i].has_campaign, in[i].campaign_id,
 					   in[i].type == FEAT_IM ? T_IM : T_CL, 1);
 }
@@ -702,6 +788,7 @@ apply_new_events(const EngineState *state, AttrSettingsTable *settings, AttrInpu
 				 char **type_names, bool *has_adv, int n, int64 *out)
 {
 	int64		max_before = 0;
+	int64		future_limit;
 	const AttrBatchResult *r;
 	HTAB	   *totals;
 	int64		nlate = 0;
@@ -714,14 +801,16 @@ apply_new_events(const EngineState *state, AttrSettingsTable *settings, AttrInpu
 	engine_dirty = true;
 	engine_generation = -1;
 	(void) ae_max_time(engine, &max_before);
+	future_limit = prop_future_limit();
+	ae_set_future_limit(engine, future_limit);
 	r = ae_apply(engine, inputs, n, true, prop_attr_settings_lookup, settings);
 
 	totals = totals_create();
 	for (i = 0; i < n; i++)
-		nlate += r->late[i];
-	write_late(state->generation + 1, inputs, type_names, has_adv, n, r->late, max_before,
-			   settings, totals);
-	count_events(inputs, n, r->late, totals);
+		nlate += r->late[i] || r->future[i];
+	write_late(state->generation + 1, inputs, type_names, has_adv, n, r->late, r->future, max_before,
+			   future_limit, settings, totals);
+	count_events(inputs, n, r->late, r->future, totals);
 	write_deltas(state->generation + 1, r, totals, false);
 	write_totals(totals);
 	out[2] = nlate;
@@ -1089,11 +1178,17 @@ backfill_class_done(void *arg)
 }
 
 /*
- * attribution_backfill() -> (conversions, deltas): the state the streaming
- * engine reaches, computed in batch from every stored event (late ones
- * excluded) into emptied tables: one +1 per conversion in the changelog,
- * its credit in attribution_current, and the totals.  The session's engine
- * cache is dropped; the next engine batch rebuilds it from what this wrote.
+ * attribution_backfill(include_late) -> (conversions, deltas): the state
+ * the streaming engine reaches, computed in batch from every stored event
+ * (those listed late or future excluded) into emptied tables: one +1 per
+ * conversion in the changelog, its credit in attribution_current, and the
+ * totals.  Events past the future horizon now are listed as future first.
+ * With include_late, the list is emptied before that: the events it held
+ * count as if they had arrived in time (an admin's repair after a clock
+ * went wrong).  The watermark becomes the latest time of the events
+ * attributed, so an event deleted since no longer holds it.  The session's
+ * engine cache is dropped; the next engine batch rebuilds it from what
+ * this wrote.
  */
 PG_FUNCTION_INFO_V1(propensity_attribution_backfill);
 Datum
@@ -1109,6 +1204,10 @@ propensity_attribution_backfill(PG_FUNCTION_ARGS)
 	AttrScanSink sink;
 	Backfill	bf;
 
+	/* 0.7.0's SQL declares no argument */
+	bool		include_late = PG_NARGS() > 0 && !PG_ARGISNULL(0) && PG_GETARG_BOOL(0);
+	bool		has_future;
+
 	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "attribution_backfill() must return a record");
 	nest = prop_pin_search_path();
@@ -1116,10 +1215,35 @@ propensity_attribution_backfill(PG_FUNCTION_ARGS)
 	state = lock_state();
 	settings = prop_attr_load_settings();
 
+	if (include_late &&
+		SPI_execute("DELETE FROM propensity.attribution_late", false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not empty the list of late events");
+	has_future = schema_has_future();
+	if (has_future && prop_future_limit() != PG_INT64_MAX)
+	{
+		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+		Datum		args[2] = {Int64GetDatum(state.generation + 1), TimestampTzGetDatum(prop_future_limit())};
+
+		if (SPI_execute_with_args("INSERT INTO propensity.attribution_late"
+								  "       (batch, event_id, event_time, user_id, event_type, advertiser_id,"
+								  "        campaign_id, watermark, reason)"
+								  " SELECT $1, e.event_id, e.event_time, e.user_id, e.event_type, e.advertiser_id,"
+								  "        e.campaign_id, $2, 'future'"
+								  "   FROM propensity.events e WHERE e.event_time > $2"
+								  " ON CONFLICT DO NOTHING",
+								  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not list the future events");
+	}
 	if (SPI_execute("TRUNCATE propensity.attribution_changelog, propensity.attribution_current,"
 					" propensity.attribution_totals", false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not truncate the attribution tables");
-	if (SPI_execute("INSERT INTO propensity.attribution_totals (advertiser_id, campaign_id, late)"
+	if (SPI_execute(has_future ?
+					"INSERT INTO propensity.attribution_totals (advertiser_id, campaign_id, late, future)"
+					" SELECT advertiser_id, campaign_id, count(*) FILTER (WHERE reason = 'late'),"
+					"        count(*) FILTER (WHERE reason = 'future')"
+					"   FROM propensity.attribution_late"
+					"  WHERE advertiser_id IS NOT NULL GROUP BY advertiser_id, campaign_id" :
+					"INSERT INTO propensity.attribution_totals (advertiser_id, campaign_id, late)"
 					" SELECT advertiser_id, campaign_id, count(*) FROM propensity.attribution_late"
 					"  WHERE advertiser_id IS NOT NULL GROUP BY advertiser_id, campaign_id",
 					false, 0) != SPI_OK_INSERT)
@@ -1136,15 +1260,18 @@ propensity_attribution_backfill(PG_FUNCTION_ARGS)
 	sink.total = backfill_total;
 	sink.class_done = backfill_class_done;
 	sink.arg = &bf;
+	/* the scan reads under the active snapshot: let it see the late list just changed */
+	CommandCounterIncrement();
+	PushCopiedSnapshot(GetActiveSnapshot());
+	UpdateActiveSnapshotCommandId();
 	prop_attr_scan(true, &settings, &sink, &info);
+	PopActiveSnapshot();
 	write_totals(bf.totals);
 	MemoryContextDelete(bf.chunk_cxt);
 
-	/* the state row: the latest time seen never moves back */
+	/* the state row: the latest time of the events attributed */
 	engine_new();
 	engine_dirty = true;
-	if (state.has_max)
-		ae_observe_time(engine, state.max_time);
 	if (info.has_max)
 		ae_observe_time(engine, info.max_time);
 	save_state(1);

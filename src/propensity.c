@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "propensity.h"
+#include "attribution.h"
 #include "decode.h"
 #include "partition.h"
 #include "worker.h"
@@ -93,6 +94,16 @@ _PG_init(void)
 							0, 10000,
 							PGC_SUSET,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("propensity.future_horizon",
+							"How far after its ingest an event may be and still count for attribution.",
+							"A later event is stored and listed in propensity.attribution_late as future, but neither attributed nor let move the watermark. -1 means no limit.",
+							&propensity_future_horizon,
+							24 * 60,
+							-1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("propensity.batch_memory",

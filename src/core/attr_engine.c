@@ -50,6 +50,7 @@ struct AttrEngine
 	size_t		memory;
 	bool		has_max;
 	int64_t		max_time;
+	int64_t		future_limit;	/* later events are future */
 
 	CoreInterrupt interrupt;
 	AttrScratch *scratch;
@@ -171,7 +172,14 @@ ae_create(const CoreAllocator *allocator)
 	e->slots = e_alloc(e, sizeof(Key *) * e->nslots);
 	memset(e->slots, 0, sizeof(Key *) * e->nslots);
 	e->scratch = attr_scratch_create(&e->a, &e->interrupt);
+	e->future_limit = INT64_MAX;
 	return e;
+}
+
+void
+ae_set_future_limit(AttrEngine *e, int64_t limit_us)
+{
+	e->future_limit = limit_us;
 }
 
 void
@@ -233,6 +241,7 @@ ae_destroy(AttrEngine *e)
 			key_free(e, e->slots[i]);
 	e_free(e, e->slots, sizeof(Key *) * e->nslots);
 	e_free(e, e->result.late, sizeof(bool) * e->late_cap);
+	e_free(e, e->result.future, sizeof(bool) * e->late_cap);
 	e_free(e, e->result.deltas, sizeof(AttrDelta) * e->deltas_cap);
 	e_free(e, e->dirty, sizeof(Key *) * e->dirty_cap);
 	e_free(e, e->credits, sizeof(AttrCredit) * e->credits_cap);
@@ -471,6 +480,7 @@ ae_apply(AttrEngine *e, const AttrInput *events, size_t n, bool use_watermark,
 	if (n > e->late_cap)
 	{
 		e->result.late = e_grow(e, e->result.late, sizeof(bool) * e->late_cap, sizeof(bool) * n);
+		e->result.future = e_grow(e, e->result.future, sizeof(bool) * e->late_cap, sizeof(bool) * n);
 		e->late_cap = n;
 	}
 
@@ -481,6 +491,9 @@ ae_apply(AttrEngine *e, const AttrInput *events, size_t n, bool use_watermark,
 
 		e_work(e);
 		e->result.late[i] = false;
+		e->result.future[i] = in->time_us > e->future_limit;
+		if (e->result.future[i])
+			continue;
 		if (use_watermark && had_max)
 		{
 			AttrAdvSettings s;

@@ -80,6 +80,7 @@ typedef void (*AttrSettingsFn) (void *arg, int64_t advertiser_id, AttrAdvSetting
 typedef struct AttrBatchResult
 {
 	bool	   *late;			/* per input: older than the watermark */
+	bool	   *future;			/* per input: later than the future limit */
 	AttrDelta  *deltas;
 	size_t		ndeltas;
 	size_t		naffected;		/* conversions re-evaluated */
@@ -105,8 +106,11 @@ extern void ae_load(AttrEngine *engine, const AttrInput *event, const AttrStored
 /*
  * Apply a batch of new events (already deduplicated).  With use_watermark,
  * an event with time < (latest time seen before the batch - its
- * advertiser's allowed lateness) is late.  The result is valid until the
- * next call.
+ * advertiser's allowed lateness) is late.  An event later than the future
+ * limit (ae_set_future_limit) is future.  Late and future events change
+ * nothing, and a future one does not move the latest time seen: one event
+ * dated years ahead would otherwise make every event after it late.  The
+ * result is valid until the next call.
  */
 extern const AttrBatchResult *ae_apply(AttrEngine *engine, const AttrInput *events, size_t n,
 									   bool use_watermark, AttrSettingsFn settings,
@@ -118,6 +122,9 @@ extern const AttrBatchResult *ae_apply(AttrEngine *engine, const AttrInput *even
  * Returns the number of events dropped.
  */
 extern size_t ae_evict(AttrEngine *engine, AttrSettingsFn settings, void *settings_arg);
+
+/* Events after limit_us are future from the next ae_apply on (INT64_MAX: none). */
+extern void ae_set_future_limit(AttrEngine *engine, int64_t limit_us);
 
 /* Move the latest event time seen forward (never back) to t. */
 extern void ae_observe_time(AttrEngine *engine, int64_t t);

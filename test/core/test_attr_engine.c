@@ -215,6 +215,40 @@ test_lateness(void)
 	ae_destroy(e);
 }
 
+/*
+ * An event past the future limit (a clock in year 2999) is future: it
+ * changes nothing and does not move the latest time, so the events after
+ * it are judged as before it came (once, every later event was late).
+ */
+static void
+test_future(void)
+{
+	AttrEngine *e = ae_create(&core_malloc_allocator);
+	AttrInput	a[3];
+	const AttrBatchResult *r;
+	int64_t		max_time;
+	AttrStored	fin;
+
+	defaults(2);
+	ae_set_future_limit(e, T0 + 10 * DAY);
+	a[0] = in("u", "i", FEAT_IM, T0, 101, "a1", 7);
+	a[1] = in("u", "far", FEAT_IM, T0 + 360000 * DAY, 102, "a2", 7);
+	r = ae_apply(e, a, 2, true, settings_fn, NULL);
+	CHECK(!r->future[0] && r->future[1] && !r->late[1], "the far event is future, not late");
+	CHECK(ae_max_time(e, &max_time) && max_time == T0, "and does not move the latest time");
+	a[2] = in("u", "e", FEAT_CN, T0 + DAY, 0, NULL, 7);
+	r = ae_apply(e, &a[2], 1, true, settings_fn, NULL);
+	CHECK(!r->late[0] && !r->future[0] && r->ndeltas == 1 && delta_is(&r->deltas[0], +1, ATTR_PV, 101),
+		  "a conversion after it is in time and credited to the in-time impression: PV 101");
+	CHECK(ae_event_count(e) == 2, "the future event was not kept: %zu events", ae_event_count(e));
+	/* exactly at the limit is not future */
+	a[2] = in("u", "edge", FEAT_CL, T0 + 10 * DAY, 101, "a1", 0);
+	r = ae_apply(e, &a[2], 1, true, settings_fn, NULL);
+	CHECK(!r->future[0], "an event at the limit is not future");
+	CHECK(ae_lookup_credit(e, "u", 1, 1, "e", &fin) && fin.kind == ATTR_PV, "the conversion stays PV");
+	ae_destroy(e);
+}
+
 static void
 test_rebuild(void)
 {
@@ -442,6 +476,7 @@ test_attr_engine(void)
 	test_mediamath_deltas();
 	test_36_cases();
 	test_lateness();
+	test_future();
 	test_rebuild();
 	test_property(1, false);
 	test_property(2, true);
