@@ -126,6 +126,42 @@ RESET propensity.batch_bytes;
 SELECT count(*) AS pads, count(DISTINCT event_id) AS distinct_pads FROM propensity.events WHERE event_id LIKE 'pad-%';
 SELECT sum(lag) AS lag FROM propensity.queue_lag('limits', 'lim');
 
+-- Identifiers are index keys: one over 1024 bytes is a dead letter (a
+-- 6,000-byte user_id once failed its batch at the index, "index row size
+-- exceeds btree maximum")
+SELECT propensity.produce('limits', 'lu', convert_to('{"event_id": "long-user", "user_id": "'
+    || repeat('u', 6000) || '", "event_type": "PS", "event_time": 1764151200000}', 'UTF8'));
+SELECT * FROM propensity.consume('limits', 'lim');
+SELECT error FROM propensity.dead_letters WHERE topic = 'limits' AND replayed_at IS NULL;
+DELETE FROM propensity.dead_letters WHERE topic = 'limits' AND replayed_at IS NULL;
+
+-- A replay isolates message by message: of three dead letters that now
+-- decode, one cannot be stored (a trigger refuses it); the other two are
+-- stored, and it keeps its new error (the replay used to fail as a whole)
+SET propensity.max_message_size = '1kB';
+SELECT propensity.produce_many('limits', ARRAY['lu', 'lu', 'lu'], ARRAY(
+    SELECT convert_to('{"event_id": "' || id || '", "user_id": "lu", "event_type": "PS", "event_time": 1764151200000,'
+                      || ' "pad": "' || repeat('p', 2000) || '"}', 'UTF8')
+      FROM unnest(ARRAY['rp-1', 'rp-refused', 'rp-3']) id));
+SELECT * FROM propensity.consume('limits', 'lim');
+RESET propensity.max_message_size;
+CREATE FUNCTION refuse_rp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.event_id = 'rp-refused' THEN
+        RAISE EXCEPTION 'refused by a trigger';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_rp BEFORE INSERT ON propensity.events FOR EACH ROW EXECUTE FUNCTION refuse_rp();
+SELECT * FROM propensity.replay_dead_letters('limits', 'lim');
+SELECT event_id FROM propensity.events WHERE event_id LIKE 'rp-%' ORDER BY 1;
+SELECT replayed_at IS NOT NULL AS replayed, replay_error FROM propensity.dead_letters
+ WHERE topic = 'limits' AND position('"rp-'::bytea IN value) > 0
+ ORDER BY msg_offset;
+DROP TRIGGER refuse_rp ON propensity.events;
+DROP FUNCTION refuse_rp();
+SELECT * FROM propensity.replay_dead_letters('limits', 'lim');
+
 SET client_min_messages = warning;
 SELECT propensity.drop_topic('limits');
 RESET client_min_messages;

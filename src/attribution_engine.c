@@ -959,6 +959,20 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 	prop_restore_search_path(nest);
 }
 
+typedef struct CopyCall
+{
+	EventRow   *rows;
+	int			n;
+} CopyCall;
+
+static void
+copy_call(void *arg)
+{
+	CopyCall   *c = arg;
+
+	(void) prop_copy_events(c->rows, c->n);
+}
+
 /*
  * The worker's path: rows[n] of events columns, decoded and valid.  They go
  * in by COPY (multi-insert, as fast as COPY itself) inside a
@@ -970,10 +984,10 @@ prop_ingest(ArrayType *batch, Oid array_type, bool attribute, int64 *out)
 void
 prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
 	TimestampTz *times;
-	volatile bool copied = false;
+	bool		copied;
+	CopyCall	copy;
+	ErrorData  *edata;
 	EngineState state;
 	AttrSettingsTable settings;
 	int			nest;
@@ -998,30 +1012,15 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 		engine_sync(&state, &settings);
 	}
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
+	copy.rows = rows;
+	copy.n = n;
+	copied = prop_subxact_try(copy_call, &copy, &edata);
+	if (!copied)
 	{
-		(void) prop_copy_events(rows, n);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		copied = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
 		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
 			ReThrowError(edata);
-		FlushErrorState();
+		FreeErrorData(edata);
 	}
-	PG_END_TRY();
 
 	if (!copied)
 	{

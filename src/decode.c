@@ -181,8 +181,16 @@ load_schema(int32 id, char *err)
 
 /* ---- checks shared by both formats ---- */
 
+/*
+ * Identifiers are keys of b-tree indexes (events, attribution, history),
+ * whose entries must fit a third of a page; descriptive texts are not.
+ */
+#define ID_MAX_BYTES 1024
+#define TEXT_MAX_BYTES 10000
+
 static bool
-text_value(AvroStr s, bool required, const char *name, Datum *value, bool *isnull, char *err)
+text_value(AvroStr s, bool required, const char *name, size_t max_bytes, Datum *value, bool *isnull,
+		   char *err)
 {
 	if (s.ptr == NULL)
 	{
@@ -199,9 +207,9 @@ text_value(AvroStr s, bool required, const char *name, Datum *value, bool *isnul
 		snprintf(err, AVRO_ERR_LEN, "%s is empty", name);
 		return false;
 	}
-	if (s.len > 10000)
+	if (s.len > max_bytes)
 	{
-		snprintf(err, AVRO_ERR_LEN, "%s is longer than 10000 bytes", name);
+		snprintf(err, AVRO_ERR_LEN, "%s of %zu bytes is longer than %zu bytes", name, s.len, max_bytes);
 		return false;
 	}
 	if (!pg_verifymbstr(s.ptr, (int) s.len, true))
@@ -238,13 +246,13 @@ rec_to_row(const EventRec *r, Datum *values, bool *nulls, char *err)
 	for (i = 0; i < EVENT_NATTS; i++)
 		nulls[i] = false;
 	if (!time_value(r->event_time_ms, &values[EV_TIME], err) ||
-		!text_value(r->user_id, true, "user_id", &values[EV_USER], &nulls[EV_USER], err) ||
-		!text_value(r->event_id, true, "event_id", &values[EV_ID], &nulls[EV_ID], err) ||
-		!text_value(r->auction_id, false, "auction_id", &values[EV_AUCTION], &nulls[EV_AUCTION], err) ||
-		!text_value(r->publisher, false, "publisher", &values[EV_PUBLISHER], &nulls[EV_PUBLISHER], err) ||
-		!text_value(r->creative, false, "creative", &values[EV_CREATIVE], &nulls[EV_CREATIVE], err) ||
-		!text_value(r->placement, false, "placement", &values[EV_PLACEMENT], &nulls[EV_PLACEMENT], err) ||
-		!text_value(r->product, false, "product", &values[EV_PRODUCT], &nulls[EV_PRODUCT], err))
+		!text_value(r->user_id, true, "user_id", ID_MAX_BYTES, &values[EV_USER], &nulls[EV_USER], err) ||
+		!text_value(r->event_id, true, "event_id", ID_MAX_BYTES, &values[EV_ID], &nulls[EV_ID], err) ||
+		!text_value(r->auction_id, false, "auction_id", ID_MAX_BYTES, &values[EV_AUCTION], &nulls[EV_AUCTION], err) ||
+		!text_value(r->publisher, false, "publisher", TEXT_MAX_BYTES, &values[EV_PUBLISHER], &nulls[EV_PUBLISHER], err) ||
+		!text_value(r->creative, false, "creative", TEXT_MAX_BYTES, &values[EV_CREATIVE], &nulls[EV_CREATIVE], err) ||
+		!text_value(r->placement, false, "placement", TEXT_MAX_BYTES, &values[EV_PLACEMENT], &nulls[EV_PLACEMENT], err) ||
+		!text_value(r->product, false, "product", TEXT_MAX_BYTES, &values[EV_PRODUCT], &nulls[EV_PRODUCT], err))
 		return false;
 	if (r->event_type < 0 || r->event_type > 3)
 	{

@@ -7,6 +7,8 @@
 #include <limits.h>
 
 #include "fmgr.h"
+#include "access/xact.h"
+#include "utils/resowner.h"
 #include "miscadmin.h"
 #include "common/int.h"
 #include "utils/array.h"
@@ -267,6 +269,42 @@ core_check_interrupts(void *arg)
 }
 
 const CoreInterrupt prop_core_interrupt = {core_check_interrupts, NULL};
+
+bool
+prop_subxact_try(void (*fn) (void *arg), void *arg, ErrorData **error)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (error != NULL)
+			*error = edata;
+		else
+			FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok;
+}
 
 Datum
 prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype)

@@ -67,6 +67,15 @@ extern void prop_load_model_by_id(int32 model_id, LoadedModel *out);
 extern CoreAllocator prop_context_allocator(MemoryContext cxt);
 extern const CoreInterrupt prop_core_interrupt;
 
+/*
+ * Run fn(arg) in a subtransaction of the current transaction.  true when it
+ * returned; false when it raised an error, which is rolled back and, if
+ * error is not NULL, copied into *error (in the caller's memory context)
+ * for the caller to record, re-throw or free.
+ */
+struct ErrorData;
+extern bool prop_subxact_try(void (*fn) (void *arg), void *arg, struct ErrorData **error);
+
 /* A one-dimensional array Datum of n values (nulls may be NULL). */
 extern Datum prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype);
 

@@ -223,17 +223,32 @@ write_dead_letters(Batch *b, const char *group, const char *topic)
 	MemoryContextDelete(chunk_cxt);
 }
 
+typedef struct StoreCall
+{
+	Batch	   *b;
+	bool		attribute;
+	int64	   *out;
+} StoreCall;
+
+static void
+store_call(void *arg)
+{
+	StoreCall  *c = arg;
+
+	prop_ingest_rows(c->b->events, c->b->nevents, c->b->rowtype, c->attribute, c->out);
+}
+
 /*
- * Store events [from, from + n) of the batch.  With isolate, inside a
- * subtransaction: if storing fails, the messages become dead letters with
- * the error instead of failing the batch.
+ * Store the batch's events.  With isolate, inside a subtransaction: if
+ * storing fails, the messages become dead letters with the error instead
+ * of failing the batch.
  */
 static void
 store_events(Batch *b, bool attribute, bool isolate, const int32 *parts, const int64 *offs,
 			 const Datum *keys, const bool *key_nulls, const Datum *vals, int64 *out)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
+	StoreCall	c = {b, attribute, out};
+	ErrorData  *edata;
 	int			i;
 
 	memset(out, 0, sizeof(int64) * 5);
@@ -241,36 +256,20 @@ store_events(Batch *b, bool attribute, bool isolate, const int32 *parts, const i
 		return;
 	if (!isolate)
 	{
-		prop_ingest_rows(b->events, b->nevents, b->rowtype, attribute, out);
+		store_call(&c);
 		return;
 	}
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
+	if (!prop_subxact_try(store_call, &c, &edata))
 	{
-		prop_ingest_rows(b->events, b->nevents, b->rowtype, attribute, out);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
 		char		msg[DECODE_ERR_LEN];
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
 		snprintf(msg, sizeof(msg), "cannot store: %s", edata->message);
+		FreeErrorData(edata);
 		for (i = 0; i < b->nevents; i++)
 			batch_dead(b, parts[i], offs[i], keys[i], key_nulls[i], vals[i], msg);
 		b->nevents = 0;
 		memset(out, 0, sizeof(int64) * 5);
 	}
-	PG_END_TRY();
 }
 
 static char *
@@ -666,11 +665,69 @@ propensity_consume(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
+typedef struct ReplayCall
+{
+	Batch	   *b;
+	int			from;
+	int			n;
+	bool		attribute;
+} ReplayCall;
+
+static void
+replay_call(void *arg)
+{
+	ReplayCall *c = arg;
+	int64		out[5];
+
+	prop_ingest_rows(c->b->events + c->from, c->n, c->b->rowtype, c->attribute, out);
+}
+
+/*
+ * Store a replay chunk's decoded events, the whole batch in one
+ * subtransaction, or, if that fails, one event per subtransaction, so that
+ * an event that cannot be stored fails alone.  ids[i] is the dead letter
+ * of event i; those stored go to ok_ids, the others with their error to
+ * bad_ids and bad_err.
+ */
+static void
+replay_store(Batch *b, bool attribute, const Datum *ids, Datum *ok_ids, int *nok,
+			 Datum *bad_ids, Datum *bad_err, int *nbad)
+{
+	ReplayCall	c = {b, 0, b->nevents, attribute};
+	ErrorData  *edata;
+	int			i;
+
+	if (b->nevents == 0)
+		return;
+	if (prop_subxact_try(replay_call, &c, NULL))
+	{
+		for (i = 0; i < b->nevents; i++)
+			ok_ids[(*nok)++] = ids[i];
+		return;
+	}
+	for (i = 0; i < b->nevents; i++)
+	{
+		c.from = i;
+		c.n = 1;
+		CHECK_FOR_INTERRUPTS();
+		if (prop_subxact_try(replay_call, &c, &edata))
+			ok_ids[(*nok)++] = ids[i];
+		else
+		{
+			bad_ids[*nbad] = ids[i];
+			bad_err[*nbad] = CStringGetTextDatum(psprintf("cannot store: %s", edata->message));
+			(*nbad)++;
+			FreeErrorData(edata);
+		}
+	}
+}
+
 /*
  * replay_dead_letters(topic, group) -> (replayed, failed): decode the dead
  * letters not yet replayed again; store those that now decode (with the
  * subscription's attribution setting) and mark them replayed; record the
- * new error of the others.  In chunks, so memory stays bounded.
+ * new error of the others, a message that decodes but cannot be stored
+ * among them.  In chunks, so memory stays bounded.
  */
 PG_FUNCTION_INFO_V1(propensity_replay_dead_letters);
 Datum
@@ -703,13 +760,13 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 		uint64		n;
 		uint64		i;
 		Batch		b[2];		/* without and with attribution */
+		Datum	   *ids[2];		/* the dead letter of each event of b[k] */
 		Datum	   *ok_ids;
 		Datum	   *bad_ids;
 		Datum	   *bad_err;
 		int			nok = 0;
 		int			nbad = 0;
 		int			k;
-		int64		out[5];
 		SPITupleTable *rows;
 
 		args[2] = Int64GetDatum(last_id);
@@ -719,7 +776,7 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 								  "    ON s.consumer_group = d.consumer_group AND s.topic = d.topic"
 								  " WHERE d.replayed_at IS NULL AND d.dead_letter_id > $3"
 								  "   AND ($1 IS NULL OR d.topic = $1) AND ($2 IS NULL OR d.consumer_group = $2)"
-								  " ORDER BY d.dead_letter_id LIMIT 10000 FOR UPDATE OF d",
+								  " ORDER BY d.dead_letter_id LIMIT 1000 FOR UPDATE OF d",
 								  3, types, args, argnulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "dead letter read failed");
 		n = SPI_processed;
@@ -727,8 +784,11 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 			break;
 		rows = SPI_tuptable;
 		oldcxt = MemoryContextSwitchTo(chunk_cxt);
-		batch_init(&b[0], (int) n);
-		batch_init(&b[1], (int) n);
+		for (k = 0; k < 2; k++)
+		{
+			batch_init(&b[k], (int) n);
+			ids[k] = palloc(sizeof(Datum) * n);
+		}
 		ok_ids = palloc(sizeof(Datum) * n);
 		bad_ids = palloc(sizeof(Datum) * n);
 		bad_err = palloc(sizeof(Datum) * n);
@@ -742,7 +802,7 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 
 			last_id = id;
 			if (batch_add(bb, 0, id, (Datum) 0, true, v))
-				ok_ids[nok++] = Int64GetDatum(id);
+				ids[attr ? 1 : 0][bb->nevents - 1] = Int64GetDatum(id);
 			else
 			{
 				bad_ids[nbad] = Int64GetDatum(id);
@@ -751,7 +811,7 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 			}
 		}
 		for (k = 0; k < 2; k++)
-			prop_ingest_rows(b[k].events, b[k].nevents, b[k].rowtype, k == 1, out);
+			replay_store(&b[k], k == 1, ids[k], ok_ids, &nok, bad_ids, bad_err, &nbad);
 		if (nok > 0)
 		{
 			Oid			t1 = INT8ARRAYOID;
