@@ -13,7 +13,7 @@ OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 DATA = $(wildcard sql/propensity--*.sql)
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue ingest_limits logistic fitting history over_time privileges registry
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue ingest_limits logistic fitting history over_time privileges registry operations null_args
 REGRESS_OPTS = --temp-config=test/regress.conf
 
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/propensity.control)

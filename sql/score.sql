@@ -98,6 +98,18 @@ SELECT (SELECT count(*) FROM serial) = (SELECT count(*) FROM batch) AS same_user
        (SELECT count(*) FROM serial s FULL JOIN two_workers p USING (user_id)
          WHERE p.user_id IS NULL OR s.user_id IS NULL
             OR abs(s.score - p.score) > 1e-12 OR s.features <> p.features) AS two_worker_mismatches;
+-- a user id longer than a parallel worker's message chunk (100 kB here,
+-- compressible, so the index takes it) is scored by a worker too (it used to
+-- raise an internal error).  One impression within 30 days:
+-- z = -2.78 + 1.09 ln 2 = -2.024470, score 0.116658
+BEGIN;
+INSERT INTO propensity.events (event_id, user_id, event_type, event_time)
+VALUES ('long-u', repeat('u', 100000), 'IM', '2026-02-27 10:00+00');
+SET LOCAL propensity.batch_workers = 1;
+SET LOCAL parallel_leader_participation = off;
+SELECT length(user_id), round(score::numeric, 6), features FROM propensity.score_all('2026-03-01')
+ WHERE length(user_id) > 1000;
+ROLLBACK;
 -- and the direct heap reading agrees with reading through tuple slots
 SET propensity.batch_fast_scan = off;
 SELECT count(*) AS slot_path_mismatches

@@ -15,6 +15,8 @@
  */
 #include "postgres.h"
 
+#include "optimizer/optimizer.h"
+
 #include <unistd.h>
 
 #include "access/parallel.h"
@@ -349,7 +351,21 @@ propensity_score_all_worker(dsm_segment *seg, shm_toc *toc)
 					used = 0;
 				}
 				if (record + len > CHUNK_SIZE)
-					elog(ERROR, "user id of %u bytes is too long for score_all", len);
+				{
+					/* a user id longer than a chunk travels in a message of its own */
+					char	   *big = palloc(record + len);
+
+					memcpy(big, &len, sizeof(uint32));
+					memcpy(big + sizeof(uint32), key, len);
+					memcpy(big + sizeof(uint32) + len, acc, sizeof(double) * nterms);
+					if (used > 0 && shm_mq_send(mqh, used, chunk, false, true) != SHM_MQ_SUCCESS)
+						break;
+					used = 0;
+					if (shm_mq_send(mqh, record + len, big, false, true) != SHM_MQ_SUCCESS)
+						break;
+					pfree(big);
+					continue;
+				}
 				memcpy(chunk + used, &len, sizeof(uint32));
 				memcpy(chunk + used + sizeof(uint32), key, len);
 				memcpy(chunk + used + sizeof(uint32) + len, acc, sizeof(double) * nterms);
@@ -462,10 +478,14 @@ score_parallel(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64
 		mqh[i] = shm_mq_attach((shm_mq *) (queues + i * QUEUE_SIZE), pcxt->seg,
 							   pcxt->worker[i].bgwhandle);
 
-	/* the leader scans too, then merges what the workers found */
+	/*
+	 * The leader scans too (unless parallel_leader_participation is off and
+	 * a worker runs), then merges what the workers found.
+	 */
 	INSTR_TIME_SET_CURRENT(start);
 	table = ut_create(model->nterms, (size_t) expected, allocator);
-	fits = scan_claimed(shared, table);
+	fits = (!parallel_leader_participation && pcxt->nworkers_launched > 0) ? true :
+		scan_claimed(shared, table);
 	INSTR_TIME_SET_CURRENT(scanned);
 	for (i = 0; i < pcxt->nworkers_launched; i++)
 	{

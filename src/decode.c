@@ -422,6 +422,7 @@ json_time(JsonState *s, int64 *ms, char *err)
 	int			tz;
 	TimestampTz t;
 	bool		has;
+	int			k;
 
 	if (!s->seen[i] || s->tok[i] == NULL)
 	{
@@ -431,9 +432,42 @@ json_time(JsonState *s, int64 *ms, char *err)
 	if (s->toktype[i] == JSON_TOKEN_NUMBER)
 		return json_int(s, i, PG_INT64_MIN, PG_INT64_MAX, &has, ms, err);
 	if (s->toktype[i] != JSON_TOKEN_STRING ||
-		ParseDateTime(s->tok[i], workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
-		DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
-		dtype != DTK_DATE || tm2timestamp(&tt, fsec, &tz, &t) != 0 || !IS_VALID_TIMESTAMP(t))
+		ParseDateTime(s->tok[i], workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
+	{
+		snprintf(err, AVRO_ERR_LEN, "event_time \"%.60s\" is not a timestamp", s->tok[i]);
+		return false;
+	}
+	/*
+	 * A time relative to when it is read ("now", "today"...) would decode
+	 * differently in a replay; one without a zone would depend on the
+	 * session's TimeZone: it is taken as UTC.
+	 */
+	for (k = 0; k < nf; k++)
+		if (ftype[k] == DTK_STRING &&
+			(strcmp(field[k], "now") == 0 || strcmp(field[k], "today") == 0 ||
+			 strcmp(field[k], "tomorrow") == 0 || strcmp(field[k], "yesterday") == 0))
+		{
+			snprintf(err, AVRO_ERR_LEN, "event_time \"%.60s\" is relative to the time it is read; give the time itself",
+					 s->tok[i]);
+			return false;
+		}
+	if (DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
+		dtype != DTK_DATE)
+	{
+		snprintf(err, AVRO_ERR_LEN, "event_time \"%.60s\" is not a timestamp", s->tok[i]);
+		return false;
+	}
+	{
+		/* decoded again without a zone to take: succeeds only when it gave none */
+		struct pg_tm tt2;
+		fsec_t		fsec2;
+		int			dtype2;
+
+		if (ParseDateTime(s->tok[i], workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) == 0 &&
+			DecodeDateTime(field, ftype, nf, &dtype2, &tt2, &fsec2, NULL) == 0)
+			tz = 0;
+	}
+	if (tm2timestamp(&tt, fsec, &tz, &t) != 0 || !IS_VALID_TIMESTAMP(t))
 	{
 		snprintf(err, AVRO_ERR_LEN, "event_time \"%.60s\" is not a timestamp", s->tok[i]);
 		return false;

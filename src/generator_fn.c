@@ -5,6 +5,7 @@
  */
 #include "postgres.h"
 
+#include "common/int.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -81,6 +82,24 @@ propensity_generate_events(PG_FUNCTION_ARGS)
 		call->config.campaigns_per_advertiser = PG_GETARG_INT32(8);
 
 		allocator = prop_context_allocator(funcctx->multi_call_memory_ctx);
+		/*
+		 * Event times run from the start over the duration, plus conversion
+		 * and click delays (a month at most) and the stream's own overrun:
+		 * all must stay timestamps (COPY could not read back one past the
+		 * range).  Each event is checked again as it is made.
+		 */
+		{
+			int64		slack = 2 * call->config.duration_us + 60 * USECS_PER_DAY;
+			int64		end;
+
+			if (call->config.duration_us > END_TIMESTAMP / 4 ||
+				pg_add_s64_overflow(call->config.start_us, slack, &end) || !IS_VALID_TIMESTAMP(end) ||
+				pg_add_s64_overflow(end, call->config.max_delay_us, &end) || !IS_VALID_TIMESTAMP(end))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+						 errmsg("generated events starting at the given time would run past the end of the timestamp range"),
+						 errhint("Choose an earlier start time or a shorter duration.")));
+		}
 		call->state = gen_create(&call->config, &allocator, &err);
 		if (call->state == NULL)
 			ereport(ERROR,
@@ -100,6 +119,11 @@ propensity_generate_events(PG_FUNCTION_ARGS)
 		char		buf[GEN_ID_BUFSIZE];
 
 		memset(nulls, 0, sizeof(nulls));
+		if (!IS_VALID_TIMESTAMP(ev.time_us) || !IS_VALID_TIMESTAMP(ev.arrival_us))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+					 errmsg("a generated event time runs past the end of the timestamp range"),
+					 errhint("Choose an earlier start time or a shorter duration.")));
 		values[0] = TimestampTzGetDatum((TimestampTz) ev.time_us);
 		gen_format_user_id(ev.user, buf);
 		values[1] = CStringGetTextDatum(buf);

@@ -567,6 +567,7 @@ prop_consume_batch(const char *group, const char *topic, int limit, bool isolate
 									"  last_offset = CASE WHEN $3 THEN NULL ELSE $6 END,"
 									"  messages = messages + $7, dead_letters = dead_letters + $8,"
 									"  batches = batches + 1,"
+									"  last_error = CASE WHEN $7 > 0 THEN NULL ELSE last_error END,"
 									"  rate = CASE WHEN last_batch_at IS NULL THEN NULL"
 									"              ELSE 0.7 * coalesce(rate, $7 / greatest(extract(epoch FROM clock_timestamp() - last_batch_at)::float8, 0.001))"
 									"                 + 0.3 * ($7 / greatest(extract(epoch FROM clock_timestamp() - last_batch_at)::float8, 0.001)) END,"
