@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The propensity demo, from nothing, on Debian 12 as root:
-#   sudo bash docker/demo.sh
+#   bash docker/demo.sh
 # Installs what is missing, builds and installs the extension, starts a
 # throwaway PostgreSQL 15 whose ingest worker serves the demo database, runs
 # the two producers (marketing events as Avro, conversions as JSON; 10%

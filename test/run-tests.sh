@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing, on Debian 12 as root:
-#   sudo bash test/run-tests.sh
+#   bash test/run-tests.sh
 # Installs what is missing, builds warning-free (-Werror), installs the
 # extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
 # fuzzes the Avro decoder for 30 s, checks the Avro schemas, runs pg_regress against a temporary instance it

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Attribution benchmark, as root: sudo bash test/bench/attribution.sh
+# Attribution benchmark, as root: bash test/bench/attribution.sh
 # (1) batch, on the bench database of test/bench/bench.sh (reused when it
 #     exists, else loaded: EVENTS, USERS): the plain-SQL query, the
 #     attribute() aggregate, the C scan attribute_batch() (with

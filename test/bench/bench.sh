@@ -2,8 +2,8 @@
 # Batch-scoring benchmark (issue 2): N events for U users over 30 days, and in
 # the same run (a) score_all, (a2) the GROUP BY aggregate, (b) the plain SQL an
 # analyst would write, (c) a bare scan.  Prints medians and ratios.
-#   sudo bash test/bench/bench.sh            # 10M events, 1M users
-#   EVENTS=1000000 USERS=100000 sudo bash test/bench/bench.sh
+#   bash test/bench/bench.sh            # 10M events, 1M users
+#   EVENTS=1000000 USERS=100000 bash test/bench/bench.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 EVENTS=${EVENTS:-10000000}

@@ -7,8 +7,8 @@
 #  (2) the fitted model as a model version: fit_model() on a generated
 #      stream of EVENTS events (5 terms), then score_all() under it against
 #      the plain-SQL scoring of the same 5 terms.
-#   sudo bash test/bench/fit.sh                         # 1M examples, 10M events
-#   EXAMPLES=100000 EVENTS=1000000 USERS=100000 sudo bash test/bench/fit.sh
+#   bash test/bench/fit.sh                         # 1M examples, 10M events
+#   EXAMPLES=100000 EVENTS=1000000 USERS=100000 bash test/bench/fit.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 EXAMPLES=${EXAMPLES:-1000000}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Propensity-over-time benchmark (issue 5), as root:
-#   sudo bash test/bench/history.sh          (make bench-history)
+#   bash test/bench/history.sh          (make bench-history)
 # In one run, on one throwaway cluster: one generated stream of USERS users
 # over 31 days, 10% of it out of order by up to a day; its first EVENTS
 # messages (in arrival order) are stored, the next BATCHES x BATCH are the
@@ -18,7 +18,7 @@
 #      and the computation alone (current_propensity against plain SQL),
 #      JIT off and on.
 # Figures are ratios against the baseline measured in the same run.
-#   EVENTS=1000000 USERS=100000 sudo bash test/bench/history.sh
+#   EVENTS=1000000 USERS=100000 bash test/bench/history.sh
 # PARTITION_INTERVAL=week partitions the events by week; SKIP_RESCORE=1 stops
 # after (2).
 set -euo pipefail

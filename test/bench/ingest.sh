@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ingest benchmark, as root: sudo bash test/bench/ingest.sh  (make bench-ingest)
+# Ingest benchmark, as root: bash test/bench/ingest.sh  (make bench-ingest)
 # In one run, on one throwaway cluster:
 #   (p) MESSAGES generated events produced to the queue as Avro (wire format);
 #   (c) the baseline: the same rows by binary COPY into the events table
