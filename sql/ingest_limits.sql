@@ -162,6 +162,23 @@ DROP TRIGGER refuse_rp ON propensity.events;
 DROP FUNCTION refuse_rp();
 SELECT * FROM propensity.replay_dead_letters('limits', 'lim');
 
+-- A batch of 10,000 redelivered events: the COPY meets stored rows and the
+-- batch is stored again through INSERT ... ON CONFLICT DO NOTHING, which
+-- stores nothing twice.  (That fallback built its array in memory
+-- SPI_finish() had freed: the demo's redelivery of 10,000 events crashed
+-- the worker every other run, small batches by luck did not; the
+-- assertion-enabled server of test/valgrind.sh, which overwrites freed
+-- memory, fails here every time.)
+CREATE TEMP TABLE redo AS
+SELECT ROW('2026-11-26 10:00+00'::timestamptz + i * interval '1 second', 'r' || (i % 100), 'PS', 'redo-' || i,
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::propensity.events AS e, 'r' || (i % 100) AS k
+  FROM generate_series(1, 10000) i;
+SELECT propensity.produce_many('limits', ARRAY(SELECT k FROM redo), propensity.encode_events(ARRAY(SELECT e FROM redo)));
+SELECT messages, events FROM propensity.consume('limits', 'lim', 20000);
+SELECT propensity.produce_many('limits', ARRAY(SELECT k FROM redo), propensity.encode_events(ARRAY(SELECT e FROM redo)));
+SELECT messages, events FROM propensity.consume('limits', 'lim', 20000);
+SELECT count(*) AS stored_once FROM propensity.events WHERE event_id LIKE 'redo-%';
+
 SET client_min_messages = warning;
 SELECT propensity.drop_topic('limits');
 RESET client_min_messages;

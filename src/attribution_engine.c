@@ -984,6 +984,7 @@ copy_call(void *arg)
 void
 prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	TimestampTz *times;
 	bool		copied;
 	CopyCall	copy;
@@ -1019,18 +1020,26 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 	{
 		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
 			ReThrowError(edata);
+		ereport(DEBUG1,
+				(errmsg("propensity: a batch of %d events holds one stored before; storing it by INSERT ... ON CONFLICT DO NOTHING", n),
+				 errdetail("%s", edata->detail ? edata->detail : edata->message)));
 		FreeErrorData(edata);
 	}
 
 	if (!copied)
 	{
-		/* some were stored before: the general path skips them */
+		/*
+		 * Some were stored before: the general path skips them.  The array
+		 * goes to the caller's context: SPI_finish() below frees SPI's.
+		 */
+		MemoryContext old = MemoryContextSwitchTo(caller);
 		Datum	   *elems = palloc(sizeof(Datum) * n);
 		TupleDesc	desc = lookup_rowtype_tupdesc(rowtype, -1);
 
 		for (i = 0; i < n; i++)
 			elems[i] = HeapTupleGetDatum(heap_form_tuple(desc, rows[i].values, rows[i].nulls));
 		ReleaseTupleDesc(desc);
+		MemoryContextSwitchTo(old);
 		SPI_finish();
 		prop_restore_search_path(nest);
 		prop_ingest(construct_array(elems, n, rowtype, -1, false, TYPALIGN_DOUBLE),

@@ -777,11 +777,15 @@ propensity_decode_message(PG_FUNCTION_ARGS)
 	bool		nulls[EVENT_NATTS];
 	char		err[AVRO_ERR_LEN];
 	bool		ok;
+	MemoryContext caller;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "decode_message() must return a row");
 	prop_check_events_rowtype(desc);
+	caller = CurrentMemoryContext;
 	SPI_connect();
+	/* the values outlive the SPI connection: they go to the caller's context */
+	MemoryContextSwitchTo(caller);
 	ok = prop_decode_message(VARDATA_ANY(msg), VARSIZE_ANY_EXHDR(msg), values, nulls, err);
 	SPI_finish();
 	if (!ok)

@@ -3,10 +3,12 @@
 #   bash test/run-tests.sh
 # Installs what is missing, builds warning-free (-Werror), installs the
 # extension, runs the standalone core tests (ASan + UBSan, then Valgrind),
-# fuzzes the Avro decoder for 30 s, checks the Avro schemas, runs pg_regress against a temporary instance it
-# starts itself, and the TAP tests (PostgreSQL::Test::Cluster) that kill the
-# server during ingest, run concurrent producers, and install model versions
-# while the worker keeps a score history.
+# fuzzes the Avro decoder for 30 s, checks the Avro schemas, runs pg_regress
+# against a temporary instance it starts itself, runs it again on a
+# PostgreSQL built with assertions and in part with that server under
+# Valgrind (test/valgrind.sh), and the TAP tests (PostgreSQL::Test::Cluster)
+# that kill the server during ingest, run concurrent producers, and install
+# model versions while the worker keeps a score history.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -52,6 +54,9 @@ else
     echo "---- regression.diffs"
     cat "$work/regression.diffs" 2>/dev/null || true
 fi
+
+echo "== the server code's memory errors: the suite on an assertion-enabled PostgreSQL, part under Valgrind"
+if bash "$src/test/valgrind.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
 echo "== TAP (SIGKILL during ingest, concurrent producers, model versions during ingest)"
 if as_pg make -C "$work" -s tap; then passed=$((passed + 1)); else failed=$((failed + 1)); fi

@@ -1133,6 +1133,26 @@ avro_decode_event(AvroCodec *codec, const uint8_t *buf, size_t len, EventRec *ou
 
 /* ---- encoding (producers and tests) ---- */
 
+/*
+ * Set a string value from s.len bytes at s.ptr.  avro-c copies size bytes
+ * counting a terminating NUL, which a PostgreSQL text does not have: the
+ * string goes through a terminated copy, never read one byte past its end.
+ */
+static int
+set_string(avro_value_t *v, AvroStr s)
+{
+	char		small[128];
+	char	   *tmp = s.len < sizeof(small) ? small : avro_malloc(s.len + 1);
+	int			rc;
+
+	memcpy(tmp, s.ptr, s.len);
+	tmp[s.len] = '\0';
+	rc = avro_value_set_string_len(v, tmp, s.len + 1);
+	if (tmp != small)
+		avro_free(tmp, s.len + 1);
+	return rc;
+}
+
 static int
 set_opt_string(avro_value_t *rec, int idx, AvroStr s)
 {
@@ -1143,7 +1163,7 @@ set_opt_string(avro_value_t *rec, int idx, AvroStr s)
 		return -1;
 	if (s.ptr == NULL)
 		return avro_value_set_branch(&f, 0, &b) || avro_value_set_null(&b);
-	return avro_value_set_branch(&f, 1, &b) || avro_value_set_string_len(&b, s.ptr, s.len + 1);
+	return avro_value_set_branch(&f, 1, &b) || set_string(&b, s);
 }
 
 static int
@@ -1191,8 +1211,8 @@ avro_encode_event(AvroCodec *codec, int32_t schema_id, const EventRec *ev, uint8
 	codec->value = rec;
 	codec->has_value = true;
 	codec->value_complete = true;	/* built field by field: always whole */
-	rc |= avro_value_get_by_index(&rec, 0, &f, NULL) || avro_value_set_string_len(&f, ev->event_id.ptr, ev->event_id.len + 1);
-	rc |= avro_value_get_by_index(&rec, 1, &f, NULL) || avro_value_set_string_len(&f, ev->user_id.ptr, ev->user_id.len + 1);
+	rc |= avro_value_get_by_index(&rec, 0, &f, NULL) || set_string(&f, ev->event_id);
+	rc |= avro_value_get_by_index(&rec, 1, &f, NULL) || set_string(&f, ev->user_id);
 	rc |= avro_value_get_by_index(&rec, 2, &f, NULL) || avro_value_set_enum(&f, ev->event_type);
 	rc |= avro_value_get_by_index(&rec, 3, &f, NULL) || avro_value_set_long(&f, ev->event_time_ms);
 	rc |= set_opt_long(&rec, 4, ev->has_advertiser_id, ev->advertiser_id, RK_LONG);

@@ -164,6 +164,59 @@ test_roundtrip(AvroCodec *c)
 	CHECK(st == AVRO_BAD_MESSAGE && strstr(err, "magic byte 1"), "magic: %s", err);
 }
 
+/*
+ * The strings a PostgreSQL text gives the encoder end without a NUL: each
+ * here is a heap block of exactly its length (ASan and Valgrind see a read
+ * past it), short and longer than the encoder's stack copy.
+ */
+static AvroStr
+heap_str(const char *s, size_t len, char **keep)
+{
+	char	   *p = malloc(len > 0 ? len : 1);
+
+	memcpy(p, s, len);
+	*keep = p;
+	return (AvroStr) {p, len};
+}
+
+static void
+test_unterminated(AvroCodec *c)
+{
+	char		longer[300];
+	char	   *keep[4];
+	EventRec	ev;
+	EventRec	out;
+	uint8_t		buf[2048];
+	long		n;
+	AvroDecodeStatus st;
+	int			i;
+
+	memset(longer, 'x', sizeof(longer));
+	memset(&ev, 0, sizeof(ev));
+	ev.event_id = heap_str("e-unterminated", 14, &keep[0]);
+	ev.user_id = heap_str(longer, sizeof(longer), &keep[1]);
+	ev.event_type = 1;
+	ev.event_time_ms = 1700000000000LL;
+	ev.auction_id = heap_str("", 0, &keep[2]);
+	ev.placement = heap_str("top-slot", 8, &keep[3]);
+	n = avro_encode_event(c, 1, &ev, buf, sizeof(buf), err);
+	CHECK(n > AVRO_WIRE_HEADER, "encode of unterminated strings: %s", err);
+	st = avro_decode_event(c, buf, (size_t) n, &out, err);
+	CHECK(st == AVRO_OK, "decode of unterminated strings: %s", err);
+	if (st == AVRO_OK)
+	{
+		CHECK(str_eq(out.event_id, "e-unterminated"), "unterminated event_id");
+		CHECK(out.user_id.ptr != NULL && out.user_id.len == sizeof(longer) &&
+			  memcmp(out.user_id.ptr, longer, sizeof(longer)) == 0, "unterminated long user_id");
+		CHECK(str_eq(out.auction_id, ""), "unterminated empty auction_id");
+		CHECK(str_eq(out.placement, "top-slot"), "unterminated placement");
+	}
+	avro_codec_release(c);
+	CHECK(avro_codec_arena_bytes(c) == 0, "release after the encode of long strings");
+	for (i = 0; i < 4; i++)
+		free(keep[i]);
+}
+
 static void
 test_resolution(AvroCodec *c)
 {
@@ -687,6 +740,7 @@ main(void)
 		  strstr(err, "event_id"), "a reader schema that is not Event is refused: %s", err);
 
 	test_roundtrip(c);
+	test_unterminated(c);
 	test_resolution(c);
 	test_oversized(c);
 	test_hostile(c);
