@@ -2,7 +2,10 @@
 -- keys, per-advertiser settings, and agreement with an independent
 -- plain-SQL evaluation of the rules on a generated stream.
 SET timezone = 'UTC';
-SELECT propensity.ensure_partitions('2026-09-01', '2026-10-15');
+SELECT propensity.ensure_partitions('2026-09-01', '2026-10-15') >= 0 AS ensured;
+-- one partition a day, 1 September to 15 October (some may be older)
+SELECT count(*) AS days FROM propensity.event_partitions
+ WHERE range_start >= '2026-09-01' AND range_start < '2026-10-16';
 
 INSERT INTO propensity.events
     (event_id, user_id, event_type, event_time, advertiser_id, campaign_id, auction_id, pixel_id) VALUES
@@ -214,7 +217,9 @@ SELECT count(*) AS month_rows_again FROM propensity.events
  WHERE event_time >= '2026-09-01' AND event_time < '2026-11-01';
 DROP FUNCTION month_days(boolean, regclass);
 -- the backfill, the scan's other caller, writes the same credits
-SELECT conversions FROM propensity.attribution_backfill();
+SELECT conversions = (SELECT count(*) FROM propensity.events WHERE event_type = 'CN') AS every_conversion,
+       conversions > 0 AS some
+  FROM propensity.attribution_backfill();
 SELECT count(*) AS backfill_differs FROM propensity.attribution_current c
   FULL JOIN batch b ON b.conversion_event_id = c.conversion_event_id AND b.conversion_time = c.conversion_time
  WHERE c.kind IS DISTINCT FROM b.kind OR c.campaign_id IS DISTINCT FROM b.campaign_id

@@ -77,7 +77,7 @@ make -C "$work" -s PG_CONFIG="$prefix/bin/pg_config" install >/dev/null
 chown -R "$PG_USER" "$VG_DIR"
 
 all_tests=$(sed -n 's/^REGRESS = //p' "$src/Makefile")
-VG_TESTS=${VG_TESTS:-features parallel queue ingest_limits logistic fitting registry privileges operations null_args}
+VG_TESTS=${VG_TESTS:-features parallel attribution queue ingest_limits logistic fitting registry privileges operations null_args}
 [ "$VG_TESTS" = all ] && VG_TESTS=$all_tests
 data=$VG_DIR/data
 logs=$VG_DIR/valgrind-logs
