@@ -98,7 +98,7 @@ SELECT propensity.produce('ops-many', 'k', '{"event_id": "ops-m", "user_id": "k"
 SELECT propensity.worker_start() IS NOT NULL AS started;
 DO $$
 BEGIN
-    FOR i IN 1..600 LOOP
+    FOR i IN 1..1800 LOOP
         EXIT WHEN (SELECT count(*) FROM propensity.subscriptions WHERE topic = 'ops-many' AND messages = 1) = 301;
         PERFORM pg_sleep(0.1);
     END LOOP;

@@ -97,7 +97,7 @@ RESET ROLE;
 SELECT usename FROM pg_stat_activity WHERE pid = propensity.worker_pid();
 CREATE FUNCTION wait_for_lag_zero() RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    FOR i IN 1..300 LOOP
+    FOR i IN 1..1800 LOOP
         IF (SELECT sum(lag) FROM propensity.queue_lag('priv', 'privg')) = 0 THEN
             RETURN true;
         END IF;

@@ -221,20 +221,30 @@ SELECT * FROM propensity.consume('events', 'g1');
 SELECT event_id FROM propensity.events WHERE event_id LIKE 'c_' ORDER BY 1;
 
 -- ---------------------------------------------------------------------------
--- Retention.  A topic with 1-second retention rotates to slot 1 once slot 0
+-- Retention.  A topic with 1-hour retention rotates to slot 1 once slot 0
 -- has been current for half of it; slot 0 is sealed by the next run; it is
 -- truncated once its retention has passed and every group has consumed
 -- past it.  A group that has not consumed holds it; dropping that group
--- releases it.
+-- releases it.  Time passes by moving the slots' timestamps back, not by
+-- sleeping, so that a slow machine (or Valgrind) cannot add a rotation.
 -- ---------------------------------------------------------------------------
-SELECT propensity.create_topic('short', 1, '1 second');
+SELECT propensity.create_topic('short', 1, '1 hour');
 SELECT propensity.subscribe('short', 'fast');
 SELECT propensity.subscribe('short', 'slow');
 SELECT propensity.produce('short', 'k', '{"event_id":"s1","user_id":"s","event_type":"IM","event_time":"2026-03-04 00:00+00"}'::jsonb);
 SELECT (propensity.consume('short', 'fast')).messages;
-SELECT pg_sleep(0.6);
+CREATE FUNCTION short_topic_ages(minutes integer) RETURNS void LANGUAGE sql AS $$
+    UPDATE propensity.topic_slots s
+       SET opened_at = opened_at - make_interval(mins => minutes),
+           closed_at = closed_at - make_interval(mins => minutes)
+      FROM propensity.topics t
+     WHERE t.topic_id = s.topic_id AND t.topic = 'short' $$;
+-- slot 0 has been current for 29 minutes: less than half the retention
+SELECT short_topic_ages(29);
 SELECT action, slot FROM propensity.queue_maintain() WHERE topic = 'short';
-SELECT pg_sleep(1.1);
+SELECT short_topic_ages(2);
+SELECT action, slot FROM propensity.queue_maintain() WHERE topic = 'short';
+SELECT short_topic_ages(61);
 SELECT action, slot FROM propensity.queue_maintain() WHERE topic = 'short' ORDER BY 1;
 SELECT (propensity.consume('short', 'fast')).messages;
 SELECT action, slot FROM propensity.queue_maintain() WHERE topic = 'short' AND action = 'truncated';
@@ -264,7 +274,7 @@ SELECT propensity.produce_many('events', ARRAY(SELECT 'w' || (i % 7) FROM genera
              FROM generate_series(1, 500) i)));
 DO $$
 BEGIN
-    FOR i IN 1..300 LOOP
+    FOR i IN 1..1800 LOOP
         EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events', 'g1')) = 0;
         PERFORM pg_sleep(0.1);
     END LOOP;
@@ -291,7 +301,7 @@ SELECT propensity.produce_many('events', ARRAY['k1', 'k2', 'k3'], ARRAY[
     convert_to('{"event_id":"ok-2","user_id":"k3","event_type":"PS","event_time":"2026-03-06T00:00:00Z"}', 'UTF8')]);
 DO $$
 BEGIN
-    FOR i IN 1..300 LOOP
+    FOR i IN 1..1800 LOOP
         EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events', 'g1')) = 0;
         PERFORM pg_sleep(0.1);
     END LOOP;

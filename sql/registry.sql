@@ -77,7 +77,7 @@ SELECT propensity.subscribe('reg');
 SELECT propensity.worker_start() IS NOT NULL AS started;
 CREATE FUNCTION wait_for_reg() RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    FOR i IN 1..300 LOOP
+    FOR i IN 1..1800 LOOP
         IF (SELECT sum(lag) FROM propensity.queue_lag('reg')) = 0 THEN
             RETURN true;
         END IF;
