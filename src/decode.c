@@ -477,38 +477,6 @@ json_time(JsonState *s, int64 *ms, char *err)
 	return true;
 }
 
-/* nesting depth outside strings, so the parser's recursion stays shallow */
-static bool
-json_too_deep(const char *buf, size_t len)
-{
-	int			depth = 0;
-	bool		in_str = false;
-	size_t		i;
-
-	for (i = 0; i < len; i++)
-	{
-		char		c = buf[i];
-
-		if (in_str)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = false;
-		}
-		else if (c == '"')
-			in_str = true;
-		else if (c == '{' || c == '[')
-		{
-			if (++depth > JSON_MAX_DEPTH)
-				return true;
-		}
-		else if (c == '}' || c == ']')
-			depth--;
-	}
-	return false;
-}
-
 static bool
 decode_json(const char *buf, size_t len, Datum *values, bool *nulls, char *err,
 			MemoryContext row_cxt)
@@ -527,7 +495,7 @@ decode_json(const char *buf, size_t len, Datum *values, bool *nulls, char *err,
 		snprintf(err, AVRO_ERR_LEN, "JSON message is not valid UTF-8 (or contains a zero byte)");
 		return false;
 	}
-	if (json_too_deep(buf, len))
+	if (json_nesting_exceeds(buf, len, JSON_MAX_DEPTH))
 	{
 		snprintf(err, AVRO_ERR_LEN, "JSON message nested deeper than %d levels", JSON_MAX_DEPTH);
 		return false;

@@ -509,8 +509,8 @@ avro_codec_schema_bytes(const AvroCodec *codec)
 }
 
 /* nesting of [ and { outside strings: avro-c and jansson recurse on it */
-static bool
-json_too_deep(const char *json, size_t len)
+bool
+json_nesting_exceeds(const char *json, size_t len, int limit)
 {
 	int			depth = 0;
 	bool		in_str = false;
@@ -531,7 +531,7 @@ json_too_deep(const char *json, size_t len)
 			in_str = true;
 		else if (c == '{' || c == '[')
 		{
-			if (++depth > 2 * AVRO_MAX_DEPTH)
+			if (++depth > limit)
 				return true;
 		}
 		else if (c == '}' || c == ']')
@@ -554,7 +554,7 @@ avro_codec_check_writer(AvroCodec *codec, int32_t schema_id, const char *json, s
 	WriterSchema w;
 	size_t		before;
 
-	if (json_too_deep(json, len))
+	if (json_nesting_exceeds(json, len, 2 * AVRO_MAX_DEPTH))
 	{
 		set_err(err, "schema nested deeper than %d levels", 2 * AVRO_MAX_DEPTH);
 		return -1;

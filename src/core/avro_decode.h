@@ -96,6 +96,12 @@ extern int	avro_codec_check_writer(AvroCodec *codec, int32_t schema_id,
 									const char *json, size_t len, char *err);
 extern bool avro_codec_has_schema(const AvroCodec *codec, int32_t schema_id);
 
+/*
+ * Whether JSON text nests [ and { (outside strings) deeper than limit: a
+ * test made before a recursive parser sees the text.
+ */
+extern bool json_nesting_exceeds(const char *json, size_t len, int limit);
+
 /* Memory the writer schemas kept may hold (bytes, >= 0); 16 MB at first. */
 extern void avro_codec_set_cache_limit(AvroCodec *codec, size_t bytes);
 
