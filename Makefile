@@ -5,8 +5,12 @@ EXTENSION  = propensity
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
-GLUE_OBJS = src/propensity.o src/models.o src/features_agg.o src/generator_fn.o src/partition.o src/batch.o src/batch_scan.o src/attribution_agg.o src/attribution_engine.o src/attribution_batch.o src/huge_alloc.o
-GLUE_OBJS += src/decode.o src/crash_guard.o src/queue.o src/worker.o src/bulk_insert.o src/logit_agg.o src/history.o
+GLUE_OBJS = src/propensity.o src/util.o src/huge_alloc.o src/worker.o src/crash_guard.o
+GLUE_OBJS += src/source_queue.o src/decode.o src/ingest.o src/store.o src/store_partition.o
+GLUE_OBJS += src/attribution_settings.o src/attribution_engine.o src/attribution_changelog.o
+GLUE_OBJS += src/attribution_scan.o src/attribution_backfill.o src/attribution_agg.o
+GLUE_OBJS += src/score.o src/score_scan.o src/history.o src/models.o src/schedule.o
+GLUE_OBJS += src/features_agg.o src/logit_agg.o src/generator_fn.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o src/core/attr_batch.o
 CORE_OBJS += src/core/avro_decode.o src/core/logit.o src/core/history.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)

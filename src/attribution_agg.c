@@ -14,7 +14,7 @@
 #include "utils/lsyscache.h"
 #include "utils/typcache.h"
 
-#include "propensity.h"
+#include "util.h"
 #include "core/attribution.h"
 
 typedef struct AttrState

@@ -30,8 +30,8 @@
 #include "utils/memutils.h"
 #include "utils/typcache.h"
 
-#include "propensity.h"
 #include "decode.h"
+#include "util.h"
 #include "core/avro_decode.h"
 #include "core/event_schema.h"
 
@@ -663,23 +663,6 @@ decode_message(const char *buf, size_t len, Datum *values, bool *nulls, char *er
 	snprintf(err, AVRO_ERR_LEN, len == 0 ? "empty message"
 			 : "neither the Avro wire format (magic byte 0) nor a JSON object");
 	return false;
-}
-
-void
-prop_check_events_rowtype(TupleDesc desc)
-{
-	static const char *const names[EVENT_NATTS] = {
-		"event_time", "user_id", "event_type", "event_id", "advertiser_id", "campaign_id",
-		"auction_id", "pixel_id", "publisher", "creative", "placement", "product", "quantity", "revenue"
-	};
-	int			i;
-
-	if (desc->natts != EVENT_NATTS)
-		elog(ERROR, "propensity.events has %d columns, expected %d", desc->natts, EVENT_NATTS);
-	for (i = 0; i < EVENT_NATTS; i++)
-		if (strcmp(NameStr(TupleDescAttr(desc, i)->attname), names[i]) != 0)
-			elog(ERROR, "propensity.events column %d is \"%s\", expected \"%s\"", i + 1,
-				 NameStr(TupleDescAttr(desc, i)->attname), names[i]);
 }
 
 /* ---- SQL functions ---- */

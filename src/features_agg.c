@@ -13,7 +13,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
-#include "propensity.h"
+#include "models.h"
+#include "util.h"
 
 #define STATE_FORMAT_VERSION 1
 

@@ -10,7 +10,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#include "propensity.h"
+#include "util.h"
 #include "core/generator.h"
 
 #define N_OUTPUT_COLUMNS 15

@@ -13,7 +13,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 
-#include "propensity.h"
+#include "util.h"
 #include "core/logit.h"
 
 #define SUMS_FORMAT_VERSION 1

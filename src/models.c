@@ -10,9 +10,26 @@
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
-#include "propensity.h"
+#include "models.h"
+#include "util.h"
+
+char	   *propensity_default_model = NULL;
+
+void
+prop_models_init(void)
+{
+	DefineCustomStringVariable("propensity.default_model",
+							   "Model used when a function is given no model name.",
+							   "The latest version of the model with this name in propensity.models.",
+							   &propensity_default_model,
+							   "seed",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+}
 
 /* attribute numbers of propensity.model_term */
 #define TERM_NAME 1

@@ -1,7 +1,7 @@
 /*
  * worker.c - the ingest worker: a background worker per database that
  * consumes every enabled subscription of the embedded queue in batches (one
- * transaction each, see queue.c) and runs queue maintenance.  The worker of
+ * transaction each, see source_queue.c) and runs queue maintenance.  The worker of
  * propensity.database starts with the server; worker_start() starts one for
  * the current database.  Shared memory holds each worker's pid and latch,
  * so producers can wake it at commit and worker_stop() can find it.
@@ -40,9 +40,9 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "propensity.h"
 #include "crash_guard.h"
-#include "queue.h"
+#include "source_queue.h"
+#include "util.h"
 #include "worker.h"
 
 #define MAX_WORKERS 16
@@ -133,15 +133,6 @@ prop_worker_init(void)
 							   "Role the ingest workers connect as.",
 							   "It needs LOGIN and must not be a superuser; the extension creates propensity_worker with the rights the pipeline needs.",
 							   &propensity_worker_role, DEFAULT_WORKER_ROLE, PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("propensity.batch_size",
-							"Messages the ingest worker consumes per transaction.",
-							NULL, &propensity_batch_size, 10000, 1, 1000000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("propensity.batch_bytes",
-							"Message bytes the ingest worker consumes per transaction.",
-							"A batch ends at propensity.batch_size messages or at this many bytes of messages, whichever comes first (at least one message).",
-							&propensity_batch_bytes, 64 * 1024, 64, MAX_KILOBYTES,
-							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("propensity.poll_interval",
 							"How long the ingest worker sleeps when the queue is empty.",
 							"Producers also wake it when they commit.",

@@ -1,14 +1,18 @@
 /*
- * queue.h - consuming the embedded queue: one batch in the caller's
- * transaction (queue.c), used by the ingest worker and by consume().
+ * source_queue.h - the embedded queue as a source (source_queue.c): one
+ * consumer batch in the caller's transaction, used by the ingest worker
+ * and by consume().
  */
-#ifndef PROPENSITY_QUEUE_H
-#define PROPENSITY_QUEUE_H
+#ifndef PROPENSITY_SOURCE_QUEUE_H
+#define PROPENSITY_SOURCE_QUEUE_H
 
 #include "postgres.h"
 
 extern int	propensity_batch_size;	/* messages per batch */
 extern int	propensity_batch_bytes; /* message bytes per batch, kB */
+
+/* Defines the GUCs of this room (from _PG_init). */
+extern void prop_source_queue_init(void);
 
 typedef enum ConsumeStatus
 {

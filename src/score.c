@@ -1,5 +1,5 @@
 /*
- * batch.c - score_all(): the propensity of every user as of a time, in one
+ * score.c - score_all(): the propensity of every user as of a time, in one
  * sequential pass over the event partitions into the core's UserTable.
  *
  * Memory is bounded by propensity.batch_memory: when the table would
@@ -35,17 +35,38 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "postmaster/bgworker_internals.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 
-#include "propensity.h"
 #include "core/user_table.h"
-#include "batch_scan.h"
 #include "huge_alloc.h"
+#include "models.h"
+#include "score.h"
+#include "score_scan.h"
+#include "store.h"
+#include "util.h"
 
 #define MAX_HASH_CLASSES (1 << 16)
+
+int			propensity_batch_workers = -1;
+
+void
+prop_score_init(void)
+{
+	DefineCustomIntVariable("propensity.batch_workers",
+							"Parallel workers score_all starts besides the leader.",
+							"-1 means one per CPU beyond the first, at most max_parallel_workers_per_gather; 0 scores serially.",
+							&propensity_batch_workers,
+							-1,
+							-1, MAX_PARALLEL_WORKER_LIMIT,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+}
 
 
 /*
@@ -81,56 +102,6 @@ expected_users(Oid parent)
 
 		if (!isnull)
 			result = DatumGetFloat8(d);
-	}
-	prop_restore_search_path(nest_level);
-	SPI_finish();
-	return result;
-}
-
-Oid
-prop_events_relid(void)
-{
-	Oid			nsp = get_namespace_oid("propensity", false);
-	Oid			relid = get_relname_relid("events", nsp);
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table propensity.events does not exist"),
-				 errhint("Is the propensity extension installed in this database?")));
-	return relid;
-}
-
-/* Leaf partitions that can hold events up to as_of, in CurrentMemoryContext. */
-List *
-prop_event_partitions(Oid parent, TimestampTz as_of)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[2] = {OIDOID, TIMESTAMPTZOID};
-	Datum		args[2] = {ObjectIdGetDatum(parent), TimestampTzGetDatum(as_of)};
-	List	   *result = NIL;
-	uint64		i;
-	int			ret;
-	int			nest_level;
-
-	SPI_connect();
-	nest_level = prop_pin_search_path();
-	ret = SPI_execute_with_args(
-		"SELECT i.inhrelid FROM pg_catalog.pg_inherits i "
-		"LEFT JOIN propensity.event_partitions p ON p.partition = i.inhrelid "
-		"WHERE i.inhparent = $1 AND (p.range_start IS NULL OR p.range_start <= $2)",
-		2, argtypes, args, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		Oid			oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 1, &isnull));
-		MemoryContext spi = MemoryContextSwitchTo(caller);
-
-		result = lappend_oid(result, oid);
-		MemoryContextSwitchTo(spi);
 	}
 	prop_restore_search_path(nest_level);
 	SPI_finish();

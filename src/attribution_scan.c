@@ -1,9 +1,9 @@
 /*
- * attribution_batch.c - batch attribution over the stored events: one
+ * attribution_scan.c - batch attribution over the stored events: one
  * sequential read of the event partitions into the core's AttrBatch
  * (src/core/attr_batch.c), which credits every conversion by the rules of
  * SPEC section 5.  attribute_batch() returns the credits;
- * attribution_backfill() (attribution_engine.c) writes them as the state
+ * attribution_backfill() (attribution_backfill.c) writes them as the state
  * the streaming engine reaches.
  *
  * Each pass reads the partitions twice: the conversions first, then the
@@ -41,10 +41,10 @@
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 
-#include "propensity.h"
-#include "attribution.h"
-#include "batch_scan.h"
+#include "attribution_scan.h"
 #include "huge_alloc.h"
+#include "store.h"
+#include "util.h"
 
 #define MAX_HASH_CLASSES (1 << 16)
 #define NCOLS 8

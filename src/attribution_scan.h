@@ -1,41 +1,15 @@
 /*
- * attribution.h - what the attribution glue files share: the advertiser
- * settings (attribution_engine.c) and the batch scan of the stored events
- * (attribution_batch.c).
+ * attribution_scan.h - batch attribution over the stored events
+ * (attribution_scan.c): attribute_batch(), and the scan a backfill writes
+ * from.
  */
-#ifndef PROPENSITY_ATTRIBUTION_GLUE_H
-#define PROPENSITY_ATTRIBUTION_GLUE_H
+#ifndef PROPENSITY_ATTRIBUTION_SCAN_H
+#define PROPENSITY_ATTRIBUTION_SCAN_H
 
 #include "postgres.h"
 
+#include "attribution_settings.h"
 #include "core/attr_batch.h"
-
-typedef struct AdvRow
-{
-	int64		advertiser_id;
-	AttrAdvSettings s;
-} AdvRow;
-
-/* The rows of propensity.advertiser_settings, and the SPEC defaults. */
-typedef struct AttrSettingsTable
-{
-	int			n;
-	AdvRow	   *rows;			/* sorted by advertiser_id */
-	AttrAdvSettings defaults;
-	int64		max_reach_us;	/* max of lateness + W over all */
-} AttrSettingsTable;
-
-/* Read the settings table; SPI must be connected.  In CurrentMemoryContext. */
-extern AttrSettingsTable prop_attr_load_settings(void);
-
-/* GUC (minutes, -1: none): how far past its ingest an event may be and count */
-extern int	propensity_future_horizon;
-
-/* The time after which an event ingested now is future (PG_INT64_MAX: none). */
-extern int64 prop_future_limit(void);
-
-/* An AttrSettingsFn over an AttrSettingsTable. */
-extern void prop_attr_settings_lookup(void *table, int64_t advertiser_id, AttrAdvSettings *out);
 
 /*
  * Where a scan's results go.  Per hash class of users: credit() for each

@@ -1,7 +1,7 @@
 /*
- * queue.c - one consumer batch of the embedded queue, in the caller's
- * transaction: read the next messages of a group's snapshot range, decode
- * them, store the events (and run attribution) through prop_ingest(),
+ * source_queue.c - the embedded queue as a source: one consumer batch in
+ * the caller's transaction: read the next messages of a group's snapshot
+ * range, decode them, hand the events to the ingest pipeline (ingest.c),
  * dead-letter what cannot be stored, and move the group's position and
  * per-partition offsets.  Everything commits together or not at all, so a
  * message is consumed exactly once.  Also consume() and
@@ -27,13 +27,29 @@
 
 #include "access/detoast.h"
 
-#include "propensity.h"
 #include "crash_guard.h"
 #include "decode.h"
-#include "queue.h"
+#include "ingest.h"
+#include "source_queue.h"
+#include "store.h"
+#include "util.h"
 
 int			propensity_batch_size = 10000;
 int			propensity_batch_bytes = 64 * 1024;	/* kB */
+
+void
+prop_source_queue_init(void)
+{
+	DefineCustomIntVariable("propensity.batch_size",
+							"Messages the ingest worker consumes per transaction.",
+							NULL, &propensity_batch_size, 10000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("propensity.batch_bytes",
+							"Message bytes the ingest worker consumes per transaction.",
+							"A batch ends at propensity.batch_size messages or at this many bytes of messages, whichever comes first (at least one message).",
+							&propensity_batch_bytes, 64 * 1024, 64, MAX_KILOBYTES,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
+}
 
 /* dead letters up to this many bytes go in with one statement */
 #define DEAD_LETTER_CHUNK (1024 * 1024)
@@ -59,22 +75,11 @@ typedef struct Batch
 	int			dcap;
 } Batch;
 
-static Oid
-events_rowtype(void)
-{
-	Oid			nsp = get_namespace_oid("propensity", false);
-	Oid			rel = get_relname_relid("events", nsp);
-
-	if (!OidIsValid(rel))
-		elog(ERROR, "table propensity.events does not exist");
-	return get_rel_type_id(rel);
-}
-
 static void
 batch_init(Batch *b, int cap)
 {
 	memset(b, 0, sizeof(*b));
-	b->rowtype = events_rowtype();
+	b->rowtype = prop_events_rowtype();
 	b->desc = lookup_rowtype_tupdesc_copy(b->rowtype, -1);
 	prop_check_events_rowtype(b->desc);
 	b->cap = Max(cap, 1);

@@ -1,33 +1,19 @@
 /*
- * propensity.h - what the PostgreSQL glue files share: GUC variables,
- * argument checks that raise the documented errors, and model lookup.
+ * util.h - what every room of the glue uses (util.c): argument readers
+ * that raise the documented errors, search_path pinning, the core's
+ * allocator and interrupt check, subtransactions, arrays and prepared SPI
+ * plans.  It depends on no other room.
  */
-#ifndef PROPENSITY_H
-#define PROPENSITY_H
+#ifndef PROPENSITY_UTIL_H
+#define PROPENSITY_UTIL_H
 
 #include "postgres.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/timestamp.h"
 
 #include "core/core_alloc.h"
 #include "core/features.h"
-
-/* GUCs, defined in propensity.c */
-extern char *propensity_default_model;
-extern int	propensity_partition_interval;
-extern int	propensity_partition_max_past;	/* minutes, -1 = no limit */
-extern int	propensity_partition_max_future;	/* minutes, -1 = no limit */
-extern int	propensity_batch_memory;	/* kB */
-extern bool propensity_batch_fast_scan;
-extern int	propensity_batch_workers;	/* -1: one per spare CPU */
-
-typedef enum PartitionInterval
-{
-	PARTITION_HOUR,
-	PARTITION_DAY,
-	PARTITION_WEEK,
-	PARTITION_MONTH
-} PartitionInterval;
 
 /* Argument readers: each raises a user-facing error on NULL or bad input. */
 extern FeatEventType prop_arg_event_type(FunctionCallInfo fcinfo, int argno);
@@ -42,22 +28,6 @@ extern int64 prop_interval_to_us(const Interval *span, const char *what);
  */
 extern int	prop_pin_search_path(void);
 extern void prop_restore_search_path(int nest_level);
-
-/* A model as loaded from propensity.models. */
-typedef struct LoadedModel
-{
-	int32		model_id;
-	int32		version;
-	char		name[NAMEDATALEN];
-	FeatModel	model;
-} LoadedModel;
-
-/*
- * Load the latest version of a model by name (NULL: propensity.default_model)
- * or a model by id.  Raise an error when it does not exist or is invalid.
- */
-extern void prop_load_model_by_name(const char *name, LoadedModel *out);
-extern void prop_load_model_by_id(int32 model_id, LoadedModel *out);
 
 /*
  * The core's allocator over a memory context (huge allocations allowed;
@@ -80,12 +50,14 @@ extern bool prop_subxact_try(void (*fn) (void *arg), void *arg, struct ErrorData
 extern Datum prop_array_datum(Datum *values, bool *nulls, int n, Oid elemtype);
 
 /*
- * Store a batch of events (an events[] array of type array_type) and, with
- * attribute, run the attribution engine on the new ones, in the caller's
- * transaction.  out[5]: inserted, duplicates, late, conversions evaluated,
- * deltas.  Defined in attribution_engine.c.
+ * A plan prepared once per session and kept in *slot (SPI connected):
+ * prop_plan() prepares it on first use, prop_plan_run() runs it and raises
+ * an error unless SPI returns expect, prop_plan_forget() frees it so that
+ * the next use prepares it again (the types it was prepared for changed).
  */
-struct ArrayType;
-extern void prop_ingest(struct ArrayType *batch, Oid array_type, bool attribute, int64 *out);
+extern SPIPlanPtr prop_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types);
+extern void prop_plan_run(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types,
+						  Datum *values, const char *nulls, int expect);
+extern void prop_plan_forget(SPIPlanPtr *slot);
 
 #endif

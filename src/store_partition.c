@@ -1,11 +1,13 @@
 /*
- * partition.c - where an event time falls in the partitioning scheme: the
+ * store_partition.c - where an event time falls in the partitioning scheme: the
  * bounds of its partition under propensity.partition_interval (in UTC) and
  * whether it lies within the horizon that gets partitions of its own; and
  * the partitions a batch of events needs.  The DDL itself is in the
  * install script (ensure_partition).
  */
 #include "postgres.h"
+
+#include <limits.h>
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -18,9 +20,67 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/guc.h"
 
-#include "propensity.h"
-#include "partition.h"
+#include "store_partition.h"
+#include "util.h"
+
+int			propensity_partition_interval = PARTITION_DAY;
+int			propensity_partition_max_past = 3650 * 24 * 60;
+int			propensity_partition_max_future = 7 * 24 * 60;
+int			propensity_partitions_per_batch = 32;
+
+static const struct config_enum_entry partition_interval_options[] = {
+	{"hour", PARTITION_HOUR, false},
+	{"day", PARTITION_DAY, false},
+	{"week", PARTITION_WEEK, false},
+	{"month", PARTITION_MONTH, false},
+	{NULL, 0, false}
+};
+
+void
+prop_store_partition_init(void)
+{
+	DefineCustomEnumVariable("propensity.partition_interval",
+							 "Width of the event partitions created from now on.",
+							 "Existing partitions keep their bounds; new ones are clipped to fit between them.",
+							 &propensity_partition_interval,
+							 PARTITION_DAY,
+							 partition_interval_options,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("propensity.partition_max_past",
+							"How far before now an event time still gets its own partition.",
+							"Older events are kept in the default partition propensity.events_default. -1 means no limit.",
+							&propensity_partition_max_past,
+							3650 * 24 * 60,
+							-1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("propensity.partition_max_future",
+							"How far after now an event time still gets its own partition.",
+							"Later events are kept in the default partition propensity.events_default. -1 means no limit.",
+							&propensity_partition_max_future,
+							7 * 24 * 60,
+							-1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("propensity.partitions_per_batch",
+							"New event partitions one ingest batch may create.",
+							"Only the ranges that hold the batch's events get partitions; events of ranges past this many wait in the default partition until propensity.maintain_partitions().",
+							&propensity_partitions_per_batch,
+							32,
+							0, 10000,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+}
 
 #define USECS_PER_WEEK (7 * USECS_PER_DAY)
 /* 2000-01-01, PostgreSQL's epoch, is a Saturday; weeks start on Monday */

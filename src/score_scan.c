@@ -1,5 +1,5 @@
 /*
- * batch_scan.c - one partition of propensity.events into a UserTable.
+ * score_scan.c - one partition of propensity.events into a UserTable.
  *
  * Heap partitions laid out as the install script makes them are read page
  * at a time: heapgetpage() lists the tuples visible to the snapshot, and the
@@ -21,8 +21,8 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "propensity.h"
-#include "batch_scan.h"
+#include "score_scan.h"
+#include "util.h"
 
 /*
  * Rows wait in a small batch while their slots are prefetched, so that the
