@@ -8,27 +8,13 @@
 
 #include "postgres.h"
 
+#include "source.h"
+
 extern int	propensity_batch_size;	/* messages per batch */
 extern int	propensity_batch_bytes; /* message bytes per batch, kB */
 
 /* Defines the GUCs of this room (from _PG_init). */
 extern void prop_source_queue_init(void);
-
-typedef enum ConsumeStatus
-{
-	CONSUME_OK,					/* a batch ran (it may have been empty) */
-	CONSUME_BUSY,				/* another session holds the subscription */
-	CONSUME_PAUSED				/* the subscription is disabled */
-} ConsumeStatus;
-
-typedef struct ConsumeResult
-{
-	int64		messages;		/* read from the queue */
-	int64		events;			/* new events stored */
-	int64		duplicates;		/* events already stored (redelivered) */
-	int64		dead_letters;
-	int64		deltas;			/* attribution changelog rows */
-} ConsumeResult;
 
 /*
  * Consume up to limit messages of topic for group, in the current
