@@ -35,7 +35,7 @@ CREATE EXTENSION propensity;
 \echo '== A topic with 8 partitions, consumed by the ingest worker (group propensity)'
 SELECT propensity.create_topic('events', partitions => 8);
 SELECT propensity.subscribe('events');
-\echo '== Keep the event-time propensity history of the seed model (SPEC section 4) as events arrive'
+\echo '== Keep the event-time propensity history of the seed model (docs/computing.md section 4) as events arrive'
 SELECT propensity.track_history('seed') AS points_so_far;
 SELECT propensity.worker_start() IS NOT NULL AS worker_running;
 SQL
@@ -112,7 +112,7 @@ SELECT u.user_id,
        round(propensity.score(u.user_id, '2026-10-31')::numeric, 4) AS propensity
   FROM u JOIN propensity.events e USING (user_id) GROUP BY u.user_id;
 \echo
-\echo '== Attribution (SPEC section 5): conversions by credit'
+\echo '== Attribution (docs/computing.md section 5): conversions by credit'
 SELECT kind, count(*) AS conversions FROM propensity.attribution_current GROUP BY kind ORDER BY kind;
 \echo '== Top 10 campaigns by post-click conversions (attribution_totals)'
 SELECT advertiser_id, campaign_id, impressions, clicks, pc, pv

@@ -1,4 +1,4 @@
--- Post-click / post-view attribution in batch (SPEC section 5): hand-made
+-- Post-click / post-view attribution in batch (docs/computing.md section 5): hand-made
 -- keys, per-advertiser settings, and agreement with an independent
 -- plain-SQL evaluation of the rules on a generated stream.
 SET timezone = 'UTC';
@@ -33,7 +33,7 @@ SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impressio
  WHERE user_id IN ('mm', 'vv', 'ss', 'oo')
  ORDER BY user_id, advertiser_id, conversion_event_id;
 
--- with the SPEC default window advertiser 3's conversion is post-view
+-- with the default window advertiser 3's conversion is post-view
 UPDATE propensity.advertiser_settings SET pv_window = '30 days' WHERE advertiser_id = 3;
 SELECT kind, campaign_id FROM propensity.attribute_all() WHERE conversion_event_id = 's-e';
 -- and a post-view window longer than the rolling window acts as the rolling window
@@ -50,7 +50,7 @@ SELECT (c).kind, (c).campaign_id, (c).impression_event_id
           FROM propensity.events WHERE user_id = 'mm') s;
 
 -- a generated stream: every conversion's credit equals an independent
--- plain-SQL evaluation of SPEC section 5.  Advertiser 1 has short windows,
+-- plain-SQL evaluation of docs/computing.md section 5.  Advertiser 1 has short windows,
 -- advertiser 2 a 3-day rolling window that caps both, advertiser 3 no row
 -- (the 30-day defaults), and advertiser 5, with no events, a row of its
 -- own: every batch path below must look each advertiser up, not just the
@@ -60,40 +60,8 @@ SELECT propensity.load_generated_events(31, 30000, 400, '2026-09-01', '30 days',
 INSERT INTO propensity.advertiser_settings (advertiser_id, pc_window, pv_window, rolling_window) VALUES
     (1, '5 days', '10 days', '30 days'), (2, '30 days', '30 days', '3 days'),
     (5, '1 day', '1 day', '1 day');
-CREATE TEMP TABLE reference AS
-WITH cn AS (
-    SELECT e.*,
-           least(coalesce(s.pc_window, '30 days'), coalesce(s.rolling_window, '30 days')) AS pcw,
-           least(coalesce(s.pv_window, '30 days'), coalesce(s.rolling_window, '30 days')) AS pvw
-      FROM propensity.events e LEFT JOIN propensity.advertiser_settings s USING (advertiser_id)
-     WHERE e.event_type = 'CN' AND e.advertiser_id IS NOT NULL),
-candidates AS (
-    SELECT e.event_id AS conv, i.event_id AS imp, i.event_time AS imp_time,
-           i.campaign_id, i.auction_id, e.user_id, e.advertiser_id, e.event_time AS conv_time,
-           e.pcw, e.pvw
-      FROM cn e
-      JOIN propensity.events i
-        ON i.user_id = e.user_id AND i.advertiser_id = e.advertiser_id AND i.event_type = 'IM'
-       AND i.pixel_id = e.pixel_id AND i.event_time < e.event_time),
-pc AS (
-    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
-      FROM candidates k
-      JOIN propensity.events c
-        ON c.user_id = k.user_id AND c.advertiser_id = k.advertiser_id AND c.event_type = 'CL'
-       AND c.auction_id = k.auction_id
-       AND c.event_time >= k.imp_time AND c.event_time <= k.conv_time
-     WHERE k.conv_time - k.imp_time <= k.pcw
-     ORDER BY k.conv, c.event_time DESC, k.imp_time DESC, k.imp COLLATE "C"),
-pv AS (
-    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
-      FROM candidates k
-     WHERE k.conv_time - k.imp_time <= k.pvw
-     ORDER BY k.conv, k.imp_time DESC, k.imp COLLATE "C")
-SELECT e.event_id AS conv,
-       CASE WHEN pc.conv IS NOT NULL THEN 'PC' WHEN pv.conv IS NOT NULL THEN 'PV' ELSE 'NONE' END AS kind,
-       coalesce(pc.campaign_id, pv.campaign_id) AS campaign_id,
-       coalesce(pc.imp, pv.imp) AS imp
-  FROM cn e LEFT JOIN pc ON pc.conv = e.event_id LEFT JOIN pv ON pv.conv = e.event_id;
+\i test/reference/attribution_rules.sql
+CREATE TEMP TABLE reference AS SELECT conv, kind, campaign_id, imp FROM attribution_reference;
 CREATE TEMP TABLE batch AS SELECT * FROM propensity.attribute_all();
 
 SELECT (SELECT count(*) FROM reference) = (SELECT count(*) FROM batch) AS same_conversions,

@@ -1,4 +1,4 @@
--- The streaming attribution engine (SPEC section 5) through ingest():
+-- The streaming attribution engine (docs/computing.md section 5) through ingest():
 -- upgrade from 0.1.0, the MediaMath deltas step by step, the 36 cases, tie
 -- rules, redelivery, lateness, rollback, rebuild in a new session, and a
 -- randomized property test against an independent plain-SQL evaluation.
@@ -51,7 +51,7 @@ SELECT generation = :gen_before AS state_unchanged, (SELECT count(*) FROM log) A
 -- The 36 cases: one impression i, one click c on its auction, one
 -- conversion e on its pixel, at 6 relative times x 6 arrival orders.  Each
 -- case is its own user; batch k carries the k-th arriving event of every
--- case.  Expected final state by hand (SPEC section 5):
+-- case.  Expected final state by hand (docs/computing.md section 5):
 --   i < c < e: PC   (the click lies between impression and conversion)
 --   i < e < c: PV   (the click comes after the conversion)
 --   c < i < e: PV   (the click precedes the impression)
@@ -229,7 +229,7 @@ SELECT day, advertiser_id, campaign_id, impressions, clicks, pc, pv, unattribute
 -- Property test: a generated stream (10% out of order, up to 2 days late)
 -- ingested in random batch sizes with random redeliveries ends with every
 -- conversion's credit and every total equal to an independent plain-SQL
--- evaluation of SPEC section 5 over the stored events.
+-- evaluation of docs/computing.md section 5 over the stored events.
 -- ---------------------------------------------------------------------------
 TRUNCATE propensity.events, propensity.attribution_changelog, propensity.attribution_current,
          propensity.attribution_totals, propensity.attribution_late;
@@ -271,36 +271,10 @@ SELECT (SELECT count(*) FROM propensity.events) AS stored,
 SELECT count(*) AS late_events FROM propensity.attribution_late;
 SELECT count(*) FILTER (WHERE delta < 0) > 20 AS retractions_happened FROM propensity.attribution_changelog;
 
--- the independent evaluation of SPEC section 5 (default windows, 30 days)
+-- the independent evaluation of docs/computing.md section 5 (no settings rows: 30 days)
+\i test/reference/attribution_rules.sql
 CREATE TEMP TABLE reference AS
-WITH cn AS (
-    SELECT * FROM propensity.events WHERE event_type = 'CN' AND advertiser_id IS NOT NULL),
-candidates AS (
-    SELECT e.event_id AS conv, i.event_id AS imp, i.event_time AS imp_time,
-           i.campaign_id, i.auction_id, e.user_id, e.advertiser_id, e.event_time AS conv_time
-      FROM cn e
-      JOIN propensity.events i
-        ON i.user_id = e.user_id AND i.advertiser_id = e.advertiser_id AND i.event_type = 'IM'
-       AND i.pixel_id = e.pixel_id AND i.event_time < e.event_time),
-pc AS (
-    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
-      FROM candidates k
-      JOIN propensity.events c
-        ON c.user_id = k.user_id AND c.advertiser_id = k.advertiser_id AND c.event_type = 'CL'
-       AND c.auction_id = k.auction_id
-       AND c.event_time >= k.imp_time AND c.event_time <= k.conv_time
-     WHERE k.conv_time - k.imp_time <= interval '30 days'
-     ORDER BY k.conv, c.event_time DESC, k.imp_time DESC, k.imp COLLATE "C"),
-pv AS (
-    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
-      FROM candidates k
-     WHERE k.conv_time - k.imp_time <= interval '30 days'
-     ORDER BY k.conv, k.imp_time DESC, k.imp COLLATE "C")
-SELECT e.event_id AS conv, e.advertiser_id,
-       CASE WHEN pc.conv IS NOT NULL THEN 'PC' WHEN pv.conv IS NOT NULL THEN 'PV' ELSE 'NONE' END AS kind,
-       coalesce(pc.campaign_id, pv.campaign_id) AS campaign_id,
-       coalesce(pc.imp, pv.imp) AS imp
-  FROM cn e LEFT JOIN pc ON pc.conv = e.event_id LEFT JOIN pv ON pv.conv = e.event_id;
+    SELECT conv, advertiser_id, kind, campaign_id, imp FROM attribution_reference;
 SELECT (SELECT count(*) FROM reference) AS conversions,
        (SELECT count(*) FROM reference r FULL JOIN propensity.attribution_current a
             ON a.conversion_event_id = r.conv
@@ -348,7 +322,7 @@ SELECT (SELECT count(*) FROM (TABLE streamed_all EXCEPT ALL
 -- A hot key: 20,000 events of one (user, advertiser), as a bot sends them.
 -- For j = 0..7999: impression IM(j) at t0 + 4j s (auction a<j>, pixel 5,
 -- campaign 100 + j % 3), conversion CN(j) at t0 + 4j + 1 s, and for even j a
--- click CL(j) on IM(j)'s auction at t0 + 4j + 2 s.  By SPEC section 5,
+-- click CL(j) on IM(j)'s auction at t0 + 4j + 2 s.  By docs/computing.md section 5,
 -- CN(0) has no click before it: PV of IM(0); CN(j), j >= 1, is PC of the
 -- latest click before it, CL(i) with i the largest even number below j,
 -- credited to IM(i).  The clicks arrive in a second batch, so every

@@ -1,4 +1,4 @@
--- Features (SPEC section 2): window counts and decayed counts as of a time.
+-- Features (docs/computing.md section 2): window counts and decayed counts as of a time.
 CREATE EXTENSION propensity;
 SET timezone = 'UTC';
 
@@ -48,7 +48,7 @@ SELECT abs(d0.im / 2 - d1.im) < 1e-15 AND abs(d0.cl / 2 - d1.cl) < 1e-15 AND d1.
        (SELECT (propensity.decayed_counts(event_type, event_time, '2026-03-02 12:00', '36 hours')).*
           FROM dv WHERE event_time <= '2026-03-01') d1;
 
--- the decayed count equals the formula of SPEC section 2 written in SQL
+-- the decayed count equals the formula of docs/computing.md section 2 written in SQL
 SELECT abs((propensity.decayed_counts(event_type, event_time, '2026-03-03 07:00', '5 hours')).im -
            (SELECT sum(power(2, -extract(epoch FROM '2026-03-03 07:00'::timestamptz - event_time) / (5 * 3600)))
               FROM dv WHERE event_type = 'IM' AND event_time <= '2026-03-03 07:00')) < 1e-12 AS matches_formula

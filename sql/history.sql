@@ -1,4 +1,4 @@
--- Propensity over time (SPEC section 4; issue 5, first part): the
+-- Propensity over time (docs/computing.md section 4; issue 5, first part): the
 -- event-time score history kept by ingest() and the worker, corrected when
 -- events arrive out of order, checked by hand and as a property over random
 -- arrival orders, batch boundaries and redeliveries.

@@ -1,4 +1,4 @@
--- Propensity over time, second part (SPEC section 4; issue 5): current
+-- Propensity over time, second part (docs/computing.md section 4; issue 5): current
 -- propensity and its snapshots, the dashboard views on a small stream
 -- checked by hand, a new model version taking over without a gap, and
 -- pg_cron schedules that fire within the test.

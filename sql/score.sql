@@ -1,11 +1,11 @@
--- Scores (SPEC section 3) with the seed model: one user, every user, and
+-- Scores (docs/computing.md section 3) with the seed model: one user, every user, and
 -- agreement between the per-user function, the batch function, the
 -- aggregate and the plain-SQL formula.
 SET timezone = 'UTC';
 SELECT propensity.ensure_partitions('2026-01-25', '2026-03-02');
 
 INSERT INTO propensity.events (event_id, user_id, event_type, event_time) VALUES
-    -- SPEC example: 3 impressions and 1 click in their windows, nothing else in a window
+    -- the example of docs/computing.md section 3: 3 impressions and 1 click in their windows, nothing else in a window
     ('s1', 'spec', 'IM', '2026-02-28 10:00+00'),
     ('s2', 'spec', 'IM', '2026-02-15 10:00+00'),
     ('s3', 'spec', 'IM', '2026-01-30 00:00:00.001+00'),
@@ -54,7 +54,7 @@ SELECT round(propensity.apply_model('{3,1,0,0}', 'seed')::numeric, 6) AS spec_fe
        round(propensity.apply_model(NULL)::numeric, 6) AS no_features;
 
 -- On a generated stream: batch scoring equals per-user scoring and an
--- independent plain-SQL evaluation of SPEC section 3, for every user.
+-- independent plain-SQL evaluation of docs/computing.md section 3, for every user.
 SELECT propensity.load_generated_events(11, 20000, 2000, '2026-02-01', '28 days', 0.1);
 CREATE TEMP TABLE plain AS
 SELECT user_id,

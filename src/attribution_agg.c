@@ -1,5 +1,5 @@
 /*
- * attribution_agg.c - attribute(): the SPEC section 5 credits of one
+ * attribution_agg.c - attribute(): the docs/computing.md section 5 credits of one
  * (user, advertiser) key's conversions, as an aggregate over the key's
  * events.  The state is the key's events; the final function credits them
  * all with the core's attr_credit_key().  Order of rows is irrelevant.

@@ -2,7 +2,7 @@
  * attribution_scan.c - batch attribution over the stored events: one
  * sequential read of the event partitions into the core's AttrBatch
  * (src/core/attr_batch.c), which credits every conversion by the rules of
- * SPEC section 5.  attribute_batch() returns the credits;
+ * docs/computing.md section 5.  attribute_batch() returns the credits;
  * attribution_backfill() (attribution_backfill.c) writes them as the state
  * the streaming engine reaches.
  *

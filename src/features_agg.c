@@ -1,5 +1,5 @@
 /*
- * features_agg.c - the feature and score aggregates (SPEC sections 2 and 3):
+ * features_agg.c - the feature and score aggregates (docs/computing.md sections 2 and 3):
  * window_counts and decayed_counts per event type, and feature_values and
  * score_events for a model.  All are parallel safe: states live in the
  * aggregate context, combine adds them, and serialize writes a versioned

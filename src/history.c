@@ -1,6 +1,6 @@
 /*
  * history.c - history_points(): the event-time score history of users
- * (SPEC section 4) from the stored events, one sweep of the core's
+ * (docs/computing.md section 4) from the stored events, one sweep of the core's
  * hist_points() per user.  The events stream through an SPI cursor in
  * (user_id, event_time) order; only one user's events are held at a time.
  */

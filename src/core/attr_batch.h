@@ -1,5 +1,5 @@
 /*
- * attr_batch.h - batch attribution (SPEC section 5) over a whole set of
+ * attr_batch.h - batch attribution (docs/computing.md section 5) over a whole set of
  * events at once: the events are grouped per user as they are added, and
  * every conversion is then credited with attr_credit() against the events of
  * its (user, advertiser) key.  Totals of impressions and clicks per
@@ -78,7 +78,7 @@ extern void ab_add(AttrBatch *ab, const AttrInput *event, uint32_t hash, uint32_
 /*
  * Whether an impression or click of key (ab_key()) at time_us can change
  * the credit of a conversion added so far: true when the key has one at or
- * after time_us (SPEC section 5 looks back only, and within the key).
+ * after time_us (docs/computing.md section 5 looks back only, and within the key).
  * Keys are hashed, so it may be true for an event that cannot; it is never
  * false for one that can.  Adding every conversion first and then only the
  * impressions and clicks needed gives the same credits as adding all.

@@ -1,5 +1,5 @@
 /*
- * attr_engine.h - the incremental attribution engine of SPEC section 5.
+ * attr_engine.h - the incremental attribution engine of docs/computing.md section 5.
  *
  * Per (user, advertiser) key the engine keeps the key's events of the
  * rolling window and, for every conversion, the credit it last emitted.  A

@@ -1,5 +1,5 @@
 /*
- * attribution.c - SPEC section 5 for one key: candidate impressions, the
+ * attribution.c - docs/computing.md section 5 for one key: candidate impressions, the
  * post-click pair with the latest click, else the latest post-view
  * impression, else unattributed.
  */

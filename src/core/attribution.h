@@ -1,5 +1,5 @@
 /*
- * attribution.h - the post-click / post-view rules of SPEC section 5 for one
+ * attribution.h - the post-click / post-view rules of docs/computing.md section 5 for one
  * (user, advertiser) key: which impression, if any, earns a conversion.
  *
  * Pure C.  A conversion's credit is a function of the set of the key's
@@ -58,7 +58,7 @@ typedef struct AttrCredit
 
 extern const char *attr_kind_name(AttrKind kind);
 
-/* SPEC defaults: 30 days each. */
+/* defaults of docs/computing.md: 30 days each. */
 extern AttrSettings attr_default_settings(void);
 
 /*

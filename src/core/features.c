@@ -1,6 +1,6 @@
 /*
  * features.c - window counts, decayed counts, transforms and the logistic
- * score of SPEC sections 2 and 3, independent of PostgreSQL so that the
+ * score of docs/computing.md sections 2 and 3, independent of PostgreSQL so that the
  * standalone tests and fuzzers exercise exactly the code the server runs.
  */
 #include <math.h>

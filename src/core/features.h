@@ -1,5 +1,5 @@
 /*
- * features.h - feature arithmetic and logistic scoring (SPEC sections 2 and 3).
+ * features.h - feature arithmetic and logistic scoring (docs/computing.md sections 2 and 3).
  *
  * Pure C: no PostgreSQL header.  Times are int64 microseconds on any fixed
  * epoch (the glue passes PostgreSQL timestamps unchanged); spans are int64

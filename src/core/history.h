@@ -1,5 +1,5 @@
 /*
- * history.h - the event-time propensity history of one user (SPEC section
+ * history.h - the event-time propensity history of one user (docs/computing.md section
  * 4): one point per distinct event time t_k, valued from the events with
  * event_time <= t_k.  Pure C, allocation-free: one sweep over the user's
  * events in time order, with per-term window edges and decayed sums.

@@ -1,36 +1,13 @@
--- The plain-SQL baseline of attribution_backfill(): the query of
--- attribution_plain.sql writing each conversion's credit into
+-- The plain-SQL baseline of attribution_backfill(): the shared oracle
+-- (test/reference/attribution_rules.sql) writing each conversion's credit into
 -- attribution_current and its +1 into attribution_changelog
 -- (test/bench/attribution.sql runs it inside a rolled-back transaction).
-WITH cn AS (
-    SELECT * FROM propensity.events WHERE event_type = 'CN' AND advertiser_id IS NOT NULL),
-candidates AS (
-    SELECT e.event_id AS conv, i.event_id AS imp, i.event_time AS imp_time,
-           i.campaign_id, i.auction_id, e.user_id, e.advertiser_id, e.event_time AS conv_time
-      FROM cn e
-      JOIN propensity.events i
-        ON i.user_id = e.user_id AND i.advertiser_id = e.advertiser_id AND i.event_type = 'IM'
-       AND i.pixel_id = e.pixel_id AND i.event_time < e.event_time),
-pc AS (
-    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
-      FROM candidates k
-      JOIN propensity.events c
-        ON c.user_id = k.user_id AND c.advertiser_id = k.advertiser_id AND c.event_type = 'CL'
-       AND c.auction_id = k.auction_id
-       AND c.event_time >= k.imp_time AND c.event_time <= k.conv_time
-     WHERE k.conv_time - k.imp_time <= interval '30 days'
-     ORDER BY k.conv, c.event_time DESC, k.imp_time DESC, k.imp COLLATE "C"),
-pv AS (
-    SELECT DISTINCT ON (k.conv) k.conv, k.campaign_id, k.imp
-      FROM candidates k
-     WHERE k.conv_time - k.imp_time <= interval '30 days'
-     ORDER BY k.conv, k.imp_time DESC, k.imp COLLATE "C"),
-res AS (
-    SELECT e.event_id, e.event_time, e.user_id, e.advertiser_id,
-           coalesce(pc.campaign_id, pv.campaign_id) AS campaign_id,
-           CASE WHEN pc.conv IS NOT NULL THEN 'PC' WHEN pv.conv IS NOT NULL THEN 'PV' ELSE 'NONE' END AS kind,
-           coalesce(pc.imp, pv.imp) AS imp
-      FROM cn e LEFT JOIN pc ON pc.conv = e.event_id LEFT JOIN pv ON pv.conv = e.event_id),
+\timing off
+\ir ../reference/attribution_rules.sql
+\timing on
+WITH res AS (
+    SELECT conv AS event_id, conv_time AS event_time, user_id, advertiser_id, campaign_id, kind, imp
+      FROM attribution_reference),
 cur AS (
     INSERT INTO propensity.attribution_current
            (conversion_event_id, conversion_time, user_id, advertiser_id, campaign_id, kind,

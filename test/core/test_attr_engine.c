@@ -130,7 +130,7 @@ test_36_cases(void)
 		int			ti,
 					tc,
 					te;
-		AttrKind	expect;		/* written by hand from SPEC section 5 */
+		AttrKind	expect;		/* written by hand from docs/computing.md section 5 */
 	}			orders[6] = {
 		{0, 1, 2, ATTR_PC},		/* i c e: the click is between: post-click */
 		{0, 2, 1, ATTR_PV},		/* i e c: click after the conversion: post-view */

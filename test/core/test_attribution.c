@@ -1,5 +1,5 @@
 /*
- * test_attribution.c - SPEC section 5 rules of the core, with expected
+ * test_attribution.c - docs/computing.md section 5 rules of the core, with expected
  * credits written by hand: the 6 event-time orders of one impression, one
  * click and one conversion, each given in all 6 orders; the MediaMath
  * example; window edges, W, the tie rules, and order independence on

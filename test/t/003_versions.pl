@@ -1,5 +1,5 @@
 # New model versions installed while the ingest worker keeps the seed
-# model's score history under concurrent producers (SPEC section 4, issue 5
+# model's score history under concurrent producers (docs/computing.md section 4, issue 5
 # item 4): each version takes over in the transaction that installs it, so
 # afterwards every point is by the last version and the history equals the
 # recomputation from the stored events, although batches were written under
