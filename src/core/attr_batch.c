@@ -83,14 +83,6 @@ typedef struct AbConv
 	int64_t		max_time;
 } AbConv;
 
-typedef struct ArenaBlock
-{
-	struct ArenaBlock *next;
-	size_t		used;
-	size_t		size;
-	char		data[];
-} ArenaBlock;
-
 struct AttrBatch
 {
 	CoreAllocator allocator;
@@ -99,9 +91,7 @@ struct AttrBatch
 	size_t		nrecs;
 	size_t		nusers;			/* known after ab_evaluate */
 	size_t		block_ptr_bytes;
-	ArenaBlock *arena;
-	size_t		arena_bytes;
-	size_t		arena_next;		/* size of the next arena block */
+	CoreArena	arena;			/* records and strings */
 	AbTotal    *totals;
 	size_t		ntotal_slots;	/* power of two */
 	size_t		ntotals;
@@ -157,6 +147,7 @@ ab_create(const CoreAllocator *allocator)
 
 	memset(ab, 0, sizeof(*ab));
 	ab->allocator = *allocator;
+	core_arena_init(&ab->arena, *allocator, AB_ARENA_FIRST, AB_ARENA_MAX);
 	ab->ntotal_slots = 64;
 	ab->totals = allocator->alloc(allocator->ctx, ab->ntotal_slots * sizeof(AbTotal));
 	memset(ab->totals, 0, ab->ntotal_slots * sizeof(AbTotal));
@@ -171,18 +162,11 @@ ab_create(const CoreAllocator *allocator)
 void
 ab_destroy(AttrBatch *ab)
 {
-	ArenaBlock *b;
 	size_t		i;
 
 	if (ab == NULL)
 		return;
-	for (b = ab->arena; b != NULL;)
-	{
-		ArenaBlock *next = b->next;
-
-		ab->allocator.free(ab->allocator.ctx, b);
-		b = next;
-	}
+	core_arena_reset(&ab->arena);
 	for (i = 0; i < AB_NPARTS; i++)
 		if (ab->parts[i].blocks != NULL)
 			ab->allocator.free(ab->allocator.ctx, ab->parts[i].blocks);
@@ -200,38 +184,13 @@ ab_destroy(AttrBatch *ab)
 static void *
 arena_alloc(AttrBatch *ab, size_t len, size_t align)
 {
-	ArenaBlock *b = ab->arena;
-	size_t		at = b == NULL ? 0 : (b->used + align - 1) & ~(align - 1);
-	void	   *out;
-
-	if (b == NULL || at + len > b->size)
-	{
-		size_t		size = ab->arena_next < AB_ARENA_FIRST ? AB_ARENA_FIRST : ab->arena_next;
-
-		if (size < len)
-			size = len;
-		b = ab->allocator.alloc(ab->allocator.ctx, sizeof(ArenaBlock) + size);
-		b->next = ab->arena;
-		b->used = 0;
-		b->size = size;
-		ab->arena = b;
-		ab->arena_bytes += sizeof(ArenaBlock) + size;
-		ab->arena_next = size * 2 > AB_ARENA_MAX ? AB_ARENA_MAX : size * 2;
-		at = 0;
-	}
-	out = b->data + at;
-	b->used = at + len;
-	return out;
+	return core_arena_alloc(&ab->arena, len, align);
 }
 
 static char *
 arena_copy(AttrBatch *ab, const char *s, size_t len)
 {
-	char	   *out = arena_alloc(ab, len + 1, 1);
-
-	memcpy(out, s, len);
-	out[len] = '\0';
-	return out;
+	return core_arena_strdup(&ab->arena, s, len);
 }
 
 static const char *
@@ -688,6 +647,6 @@ size_t
 ab_memory(const AttrBatch *ab)
 {
 	return sizeof(AttrBatch) +
-		ab->block_ptr_bytes + ab->arena_bytes + ab->ntotal_slots * sizeof(AbTotal) +
+		ab->block_ptr_bytes + ab->arena.bytes + ab->ntotal_slots * sizeof(AbTotal) +
 		ab->nconv_slots * (sizeof(AbConv) + sizeof(uint64_t) / 16);
 }

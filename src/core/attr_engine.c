@@ -32,14 +32,6 @@ typedef struct Key
 	int64_t		dirty_from;
 } Key;
 
-typedef struct ArenaChunk
-{
-	struct ArenaChunk *next;
-	size_t		used;
-	size_t		size;
-	char		data[];
-} ArenaChunk;
-
 struct AttrEngine
 {
 	CoreAllocator a;
@@ -65,7 +57,7 @@ struct AttrEngine
 	Key		  **dirty;
 	size_t		ndirty;
 	size_t		dirty_cap;
-	ArenaChunk *arena;
+	CoreArena	arena;
 };
 
 #define ARENA_CHUNK 65536
@@ -115,38 +107,15 @@ e_strfree(AttrEngine *e, char *s)
 static char *
 arena_strdup(AttrEngine *e, const char *s, size_t len)
 {
-	ArenaChunk *c = e->arena;
-	char	   *p;
-
 	if (s == NULL)
 		return NULL;
-	if (c == NULL || c->size - c->used < len + 1)
-	{
-		size_t		size = len + 1 > ARENA_CHUNK ? len + 1 : ARENA_CHUNK;
-
-		c = e_alloc(e, sizeof(ArenaChunk) + size);
-		c->next = e->arena;
-		c->used = 0;
-		c->size = size;
-		e->arena = c;
-	}
-	p = c->data + c->used;
-	memcpy(p, s, len);
-	p[len] = '\0';
-	c->used += len + 1;
-	return p;
+	return core_arena_strdup(&e->arena, s, len);
 }
 
 static void
 arena_reset(AttrEngine *e)
 {
-	while (e->arena != NULL)
-	{
-		ArenaChunk *next = e->arena->next;
-
-		e_free(e, e->arena, sizeof(ArenaChunk) + e->arena->size);
-		e->arena = next;
-	}
+	core_arena_reset(&e->arena);
 }
 
 static uint32_t
@@ -167,6 +136,7 @@ ae_create(const CoreAllocator *allocator)
 
 	memset(e, 0, sizeof(*e));
 	e->a = *allocator;
+	core_arena_init(&e->arena, *allocator, ARENA_CHUNK, ARENA_CHUNK);
 	e->memory = sizeof(AttrEngine);
 	e->nslots = 1024;
 	e->slots = e_alloc(e, sizeof(Key *) * e->nslots);
@@ -623,7 +593,7 @@ ae_event_count(const AttrEngine *e)
 size_t
 ae_memory(const AttrEngine *e)
 {
-	return e->memory + attr_scratch_memory(e->scratch);
+	return e->memory + e->arena.bytes + attr_scratch_memory(e->scratch);
 }
 
 bool

@@ -22,14 +22,6 @@ typedef struct UtSlot
 	double		acc[];			/* nacc accumulators */
 } UtSlot;
 
-typedef struct ArenaBlock
-{
-	struct ArenaBlock *next;
-	size_t		used;
-	size_t		size;
-	char		data[];
-} ArenaBlock;
-
 struct UserTable
 {
 	CoreAllocator allocator;
@@ -38,8 +30,7 @@ struct UserTable
 	size_t		nslots;			/* power of two */
 	size_t		count;
 	char	   *slots;
-	ArenaBlock *arena;
-	size_t		arena_bytes;
+	CoreArena	keys;			/* keys too long to inline */
 };
 
 #define SLOT_AT(t, i) ((UtSlot *) ((t)->slots + (i) * (t)->stride))
@@ -62,6 +53,7 @@ ut_create(int nacc, size_t expected_keys, const CoreAllocator *allocator)
 
 	memset(t, 0, sizeof(*t));
 	t->allocator = *allocator;
+	core_arena_init(&t->keys, *allocator, UT_ARENA_BLOCK, UT_ARENA_BLOCK);
 	t->nacc = nacc;
 	t->stride = sizeof(UtSlot) + (size_t) nacc * sizeof(double);
 	t->nslots = UT_MIN_SLOTS;
@@ -74,18 +66,9 @@ ut_create(int nacc, size_t expected_keys, const CoreAllocator *allocator)
 void
 ut_destroy(UserTable *t)
 {
-	ArenaBlock *b;
-
 	if (t == NULL)
 		return;
-	b = t->arena;
-	while (b)
-	{
-		ArenaBlock *next = b->next;
-
-		t->allocator.free(t->allocator.ctx, b);
-		b = next;
-	}
+	core_arena_reset(&t->keys);
 	t->allocator.free(t->allocator.ctx, t->slots);
 	t->allocator.free(t->allocator.ctx, t);
 }
@@ -126,23 +109,9 @@ slot_key(const UtSlot *s)
 static const char *
 arena_copy(UserTable *t, const char *key, uint32_t len)
 {
-	ArenaBlock *b = t->arena;
-	char	   *p;
+	char	   *p = core_arena_alloc(&t->keys, len, 1);
 
-	if (b == NULL || b->used + len > b->size)
-	{
-		size_t		size = len > UT_ARENA_BLOCK ? len : UT_ARENA_BLOCK;
-
-		b = t->allocator.alloc(t->allocator.ctx, sizeof(ArenaBlock) + size);
-		b->next = t->arena;
-		b->used = 0;
-		b->size = size;
-		t->arena = b;
-		t->arena_bytes += sizeof(ArenaBlock) + size;
-	}
-	p = b->data + b->used;
 	memcpy(p, key, len);
-	b->used += len;
 	return p;
 }
 
@@ -261,7 +230,7 @@ ut_count(const UserTable *t)
 size_t
 ut_memory(const UserTable *t)
 {
-	return sizeof(UserTable) + t->nslots * t->stride + t->arena_bytes;
+	return sizeof(UserTable) + t->nslots * t->stride + t->keys.bytes;
 }
 
 int
