@@ -2,6 +2,7 @@
 # test/run-tests.sh (which needs no running server) or `make installcheck`.
 
 EXTENSION  = propensity
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/propensity.control)
 MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
@@ -15,12 +16,14 @@ CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o 
 CORE_OBJS += src/core/avro_decode.o src/core/logit.o src/core/history.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
-DATA = $(wildcard sql/propensity--*.sql)
+# The released install script of 0.1.0 and the upgrade scripts never change;
+# the install script of the current version is built from sql/propensity.sql.
+DATA = sql/propensity--0.1.0.sql $(wildcard sql/propensity--*--*.sql)
+DATA_built = sql/propensity--$(EXTVERSION).sql
 
-REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue ingest_limits logistic fitting history over_time privileges registry operations null_args
+REGRESS = features score models partitions generator errors parallel attribution attribution_stream queue ingest_limits logistic fitting history over_time privileges registry operations null_args catalogue
 REGRESS_OPTS = --temp-config=test/regress.conf
 
-EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/propensity.control)
 PG_CPPFLAGS = -I$(srcdir)/src -DPROPENSITY_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(PG_CFLAGS_EXTRA)
 SHLIB_LINK = -lavro -lm
@@ -113,3 +116,9 @@ bench-fit:
 .PHONY: bench-history
 bench-history:
 	bash test/bench/history.sh
+
+sql/propensity--$(EXTVERSION).sql: sql/propensity.sql
+	cp $< $@
+
+# the version compiled in follows the control file
+src/worker.o: propensity.control
