@@ -11,9 +11,9 @@ GLUE_OBJS += src/source_queue.o src/source.o src/decode.o src/ingest.o src/store
 GLUE_OBJS += src/attribution_settings.o src/attribution_engine.o src/attribution_changelog.o
 GLUE_OBJS += src/attribution_scan.o src/attribution_backfill.o src/attribution_agg.o
 GLUE_OBJS += src/score.o src/score_scan.o src/history.o src/models.o src/schedule.o
-GLUE_OBJS += src/features_agg.o src/logit_agg.o src/generator_fn.o
+GLUE_OBJS += src/features_agg.o src/logistic_agg.o src/generator_fn.o
 CORE_OBJS += src/core/core_alloc.o src/core/user_table.o src/core/attribution.o src/core/attr_engine.o src/core/attr_batch.o
-CORE_OBJS += src/core/avro_decode.o src/core/logit.o src/core/history.o
+CORE_OBJS += src/core/avro_decode.o src/core/logistic.o src/core/history.o
 OBJS = $(CORE_OBJS) $(GLUE_OBJS)
 
 # The released install script of 0.1.0 and the upgrade scripts never change;
@@ -38,8 +38,8 @@ include $(PGXS)
 CORE_TEST_CFLAGS = -std=c99 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 CORE_SRCS = src/core/features.c src/core/generator.c src/core/core_alloc.c src/core/user_table.c \
-	src/core/attribution.c src/core/attr_engine.c src/core/attr_batch.c src/core/logit.c src/core/history.c
-CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c test/core/test_attr_engine.c test/core/test_attr_batch.c test/core/test_logit.c test/core/test_history.c
+	src/core/attribution.c src/core/attr_engine.c src/core/attr_batch.c src/core/logistic.c src/core/history.c
+CORE_TEST_SRCS = test/core/test_core.c test/core/test_attribution.c test/core/test_attr_engine.c test/core/test_attr_batch.c test/core/test_logistic.c test/core/test_history.c
 
 test/core/test_core: $(CORE_TEST_SRCS) $(CORE_SRCS) src/core/*.h test/core/check.h
 	$(CC) $(CORE_TEST_CFLAGS) -o $@ $(CORE_TEST_SRCS) $(CORE_SRCS) -lm

@@ -368,6 +368,61 @@ load_subscriptions(void)
 }
 
 /*
+ * Run fn(arg) in a transaction of its own and commit it; activity, when
+ * not NULL, is what pg_stat_activity shows meanwhile.  false when fn (or
+ * the commit) raised an error: the transaction is aborted and the error,
+ * copied into the caller's memory context, is left in *error for the
+ * caller to report and free.
+ */
+static bool
+run_in_transaction(void (*fn) (void *arg), void *arg, const char *activity, ErrorData **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	in_transaction = true;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (activity != NULL)
+		pgstat_report_activity(STATE_RUNNING, activity);
+	PG_TRY();
+	{
+		fn(arg);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		*error = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	in_transaction = false;
+	if (activity != NULL)
+		pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+typedef struct ErrorCall
+{
+	Subscription *s;
+	const char *message;
+} ErrorCall;
+
+static void
+record_error_call(void *arg)
+{
+	ErrorCall  *c = arg;
+
+	prop_record_error(c->s->group, c->s->topic, c->message);
+}
+
+/*
  * Note a batch's failure on its subscription in a transaction of its own.
  * A failure to note it (the subscription or the table gone, say) is logged
  * (when log_failure: the caller rate-limits) and the worker goes on.
@@ -375,31 +430,33 @@ load_subscriptions(void)
 static void
 record_error(Subscription *s, const char *message, bool log_failure)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	ErrorCall	c = {s, message};
+	ErrorData  *edata;
 
-	PG_TRY();
-	{
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		prop_record_error(s->group, s->topic, message);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+	if (run_in_transaction(record_error_call, &c, NULL, &edata))
+		return;
+	if (log_failure)
+		ereport(LOG,
+				(errmsg("propensity ingest worker: could not record the failure of topic \"%s\" for group \"%s\": %s",
+						s->topic, s->group, edata->message)));
+	FreeErrorData(edata);
+}
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		if (log_failure)
-			ereport(LOG,
-					(errmsg("propensity ingest worker: could not record the failure of topic \"%s\" for group \"%s\": %s",
-							s->topic, s->group, edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
+typedef struct BatchCall
+{
+	Subscription *s;
+	ConsumeStatus status;
+	ConsumeResult res;
+} BatchCall;
+
+static void
+batch_call(void *arg)
+{
+	BatchCall  *c = arg;
+
+	c->status = prop_consume_batch(c->s->group, c->s->topic,
+								   c->s->isolate > 0 ? 1 : propensity_batch_size,
+								   c->s->isolate > 0, &c->res);
 }
 
 /*
@@ -411,106 +468,68 @@ record_error(Subscription *s, const char *message, bool log_failure)
 static int64
 run_batch(Subscription *s)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ConsumeResult res;
-	volatile int64 consumed = 0;
+	BatchCall	c;
+	ErrorData  *edata;
 	char		activity[300];
+	bool		was_isolating = s->isolate > 0;
+	TimestampTz now;
+	bool		log_now;
 
+	memset(&c, 0, sizeof(c));
+	c.s = s;
 	snprintf(activity, sizeof(activity), "consuming %.120s for %.120s", s->topic, s->group);
-	in_transaction = true;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	PG_TRY();
+	if (run_in_transaction(batch_call, &c, activity, &edata))
 	{
-		ConsumeStatus st = prop_consume_batch(s->group, s->topic,
-											  s->isolate > 0 ? 1 : propensity_batch_size,
-											  s->isolate > 0, &res);
-
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		if (st == CONSUME_OK)
-			consumed = res.messages;
+		pgstat_report_stat(false);
 		if (s->isolate > 0)
-			s->isolate = Max(s->isolate - (int) res.messages, 0);
+			s->isolate = Max(s->isolate - (int) c.res.messages, 0);
+		return c.status == CONSUME_OK ? c.res.messages : 0;
 	}
-	PG_CATCH();
+	now = GetCurrentTimestamp();
+	/* a failure that persists message by message is logged every 10 s */
+	log_now = !was_isolating || TimestampDifferenceExceeds(s->last_error_logged, now, 10000);
+	if (log_now)
 	{
-		ErrorData  *edata;
-		bool		was_isolating = s->isolate > 0;
-		TimestampTz now;
-		bool		log_now;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		now = GetCurrentTimestamp();
-		/* a failure that persists message by message is logged every 10 s */
-		log_now = !was_isolating || TimestampDifferenceExceeds(s->last_error_logged, now, 10000);
-		if (log_now)
-		{
-			ereport(LOG,
-					(errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
-							s->topic, s->group, edata->message),
-					 errdetail("The next %d messages are consumed one at a time; one that fails again becomes a dead letter.",
-							   propensity_batch_size)));
-			s->last_error_logged = now;
-		}
-		s->isolate = propensity_batch_size;
-		record_error(s, edata->message, log_now);
-		FreeErrorData(edata);
-
-		/*
-		 * A failed batch is retried at once, one message at a time; a failure
-		 * even then is not about one message (a table gone, say): wait a poll
-		 * interval before the next try instead of spinning.
-		 */
-		consumed = was_isolating ? 0 : 1;
+		ereport(LOG,
+				(errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
+						s->topic, s->group, edata->message),
+				 errdetail("The next %d messages are consumed one at a time; one that fails again becomes a dead letter.",
+						   propensity_batch_size)));
+		s->last_error_logged = now;
 	}
-	PG_END_TRY();
-	in_transaction = false;
+	s->isolate = propensity_batch_size;
+	record_error(s, edata->message, log_now);
+	FreeErrorData(edata);
 	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return consumed;
+
+	/*
+	 * A failed batch is retried at once, one message at a time; a failure
+	 * even then is not about one message (a table gone, say): wait a poll
+	 * interval before the next try instead of spinning.
+	 */
+	return was_isolating ? 0 : 1;
+}
+
+static void
+maintenance_call(void *arg)
+{
+	int			nest = prop_pin_search_path();
+
+	SPI_connect();
+	SPI_execute("SELECT count(*) FROM propensity.queue_maintain()", false, 0);
+	SPI_finish();
+	prop_restore_search_path(nest);
 }
 
 static void
 run_maintenance(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata;
 
-	in_transaction = true;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "queue maintenance");
-	PG_TRY();
-	{
-		int			nest = prop_pin_search_path();
-
-		SPI_connect();
-		SPI_execute("SELECT count(*) FROM propensity.queue_maintain()", false, 0);
-		SPI_finish();
-		prop_restore_search_path(nest);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG, (errmsg("propensity ingest worker: queue maintenance failed: %s", edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	in_transaction = false;
-	pgstat_report_activity(STATE_IDLE, NULL);
+	if (run_in_transaction(maintenance_call, NULL, "queue maintenance", &edata))
+		return;
+	ereport(LOG, (errmsg("propensity ingest worker: queue maintenance failed: %s", edata->message)));
+	FreeErrorData(edata);
 }
 
 /*

@@ -23,7 +23,7 @@ extern int	failed;
 extern void test_attribution(void);
 extern void test_attr_engine(void);
 extern void test_attr_batch(void);
-extern void test_logit(void);
+extern void test_logistic(void);
 extern void test_history(void);
 
 #endif

@@ -336,7 +336,7 @@ main(void)
 	test_attribution();
 	test_attr_engine();
 	test_attr_batch();
-	test_logit();
+	test_logistic();
 	test_history();
 	printf("core: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;

@@ -1,9 +1,9 @@
 /*
- * logit_agg.c - logistic regression in SQL: the aggregate logistic_sums()
+ * logistic_agg.c - logistic regression in SQL: the aggregate logistic_sums()
  * (one IRLS pass at given coefficients: gradient, Hessian, log-likelihood;
  * parallel safe, states merge by addition) and logistic_step() (the Newton
  * step and standard errors from those sums).  fit_logistic() in SQL drives
- * the passes.  The arithmetic is src/core/logit.c.
+ * the passes.  The arithmetic is src/core/logistic.c.
  */
 #include "postgres.h"
 
@@ -14,7 +14,7 @@
 #include "utils/builtins.h"
 
 #include "util.h"
-#include "core/logit.h"
+#include "core/logistic.h"
 
 #define SUMS_FORMAT_VERSION 1
 
@@ -64,9 +64,9 @@ Datum
 propensity_logistic_sums_accum(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = agg_cxt(fcinfo, "propensity_logistic_sums_accum");
-	LogitAcc   *acc = PG_ARGISNULL(0) ? NULL : (LogitAcc *) PG_GETARG_POINTER(0);
-	double		x[LOGIT_MAX_K];
-	double		beta[LOGIT_MAX_K];
+	LogisticAcc   *acc = PG_ARGISNULL(0) ? NULL : (LogisticAcc *) PG_GETARG_POINTER(0);
+	double		x[LOGISTIC_MAX_K];
+	double		beta[LOGISTIC_MAX_K];
 	int			nx;
 	int			nb;
 
@@ -74,21 +74,21 @@ propensity_logistic_sums_accum(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						errmsg("label, features and coefficients must not be null")));
 	x[0] = 1;
-	nx = read_vector(PG_GETARG_ARRAYTYPE_P(2), x + 1, LOGIT_MAX_K - 1, "features") + 1;
-	nb = read_vector(PG_GETARG_ARRAYTYPE_P(3), beta, LOGIT_MAX_K, "coefficients");
+	nx = read_vector(PG_GETARG_ARRAYTYPE_P(2), x + 1, LOGISTIC_MAX_K - 1, "features") + 1;
+	nb = read_vector(PG_GETARG_ARRAYTYPE_P(3), beta, LOGISTIC_MAX_K, "coefficients");
 	if (nb != nx)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("%d features need %d coefficients, not %d", nx - 1, nx, nb),
 						errhint("Give the intercept first, then one coefficient per feature.")));
 	if (acc == NULL)
 	{
-		acc = MemoryContextAlloc(cxt, sizeof(LogitAcc));
-		logit_acc_init(acc, nx);
+		acc = MemoryContextAlloc(cxt, sizeof(LogisticAcc));
+		logistic_acc_init(acc, nx);
 	}
 	else if (acc->k != nx)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("examples have %d and %d features", acc->k - 1, nx - 1)));
-	logit_acc_add(acc, x, PG_GETARG_BOOL(1), 1.0, beta);
+	logistic_acc_add(acc, x, PG_GETARG_BOOL(1), 1.0, beta);
 	PG_RETURN_POINTER(acc);
 }
 
@@ -97,26 +97,26 @@ Datum
 propensity_logistic_sums_combine(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = agg_cxt(fcinfo, "propensity_logistic_sums_combine");
-	LogitAcc   *a = PG_ARGISNULL(0) ? NULL : (LogitAcc *) PG_GETARG_POINTER(0);
-	LogitAcc   *b = PG_ARGISNULL(1) ? NULL : (LogitAcc *) PG_GETARG_POINTER(1);
+	LogisticAcc   *a = PG_ARGISNULL(0) ? NULL : (LogisticAcc *) PG_GETARG_POINTER(0);
+	LogisticAcc   *b = PG_ARGISNULL(1) ? NULL : (LogisticAcc *) PG_GETARG_POINTER(1);
 
 	if (b == NULL)
 		PG_RETURN_POINTER(a);
 	if (a == NULL)
 	{
-		a = MemoryContextAlloc(cxt, sizeof(LogitAcc));
+		a = MemoryContextAlloc(cxt, sizeof(LogisticAcc));
 		*a = *b;
 		PG_RETURN_POINTER(a);
 	}
 	if (a->k != b->k)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("examples have %d and %d features", a->k - 1, b->k - 1)));
-	logit_acc_merge(a, b);
+	logistic_acc_merge(a, b);
 	PG_RETURN_POINTER(a);
 }
 
 static bytea *
-sums_to_bytea(const LogitAcc *acc)
+sums_to_bytea(const LogisticAcc *acc)
 {
 	StringInfoData buf;
 	int			i;
@@ -136,7 +136,7 @@ sums_to_bytea(const LogitAcc *acc)
 }
 
 static void
-bytea_to_sums(bytea *raw, LogitAcc *acc)
+bytea_to_sums(bytea *raw, LogisticAcc *acc)
 {
 	StringInfoData buf;
 	int			k;
@@ -150,10 +150,10 @@ bytea_to_sums(bytea *raw, LogitAcc *acc)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
 						errmsg("not logistic_sums() output of this version")));
 	k = pq_getmsgint(&buf, 4);
-	if (k < 1 || k > LOGIT_MAX_K || buf.len != 5 + 8 * (4 + k + k * (k + 1) / 2))
+	if (k < 1 || k > LOGISTIC_MAX_K || buf.len != 5 + 8 * (4 + k + k * (k + 1) / 2))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
 						errmsg("logistic sums of %d bytes do not match %d coefficients", buf.len, k)));
-	logit_acc_init(acc, k);
+	logistic_acc_init(acc, k);
 	acc->n = pq_getmsgfloat8(&buf);
 	acc->positives = pq_getmsgfloat8(&buf);
 	acc->loglik = pq_getmsgfloat8(&buf);
@@ -169,7 +169,7 @@ Datum
 propensity_logistic_sums_serialize(PG_FUNCTION_ARGS)
 {
 	agg_cxt(fcinfo, "propensity_logistic_sums_serialize");
-	PG_RETURN_BYTEA_P(sums_to_bytea((LogitAcc *) PG_GETARG_POINTER(0)));
+	PG_RETURN_BYTEA_P(sums_to_bytea((LogisticAcc *) PG_GETARG_POINTER(0)));
 }
 
 PG_FUNCTION_INFO_V1(propensity_logistic_sums_deserialize);
@@ -177,7 +177,7 @@ Datum
 propensity_logistic_sums_deserialize(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = agg_cxt(fcinfo, "propensity_logistic_sums_deserialize");
-	LogitAcc   *acc = MemoryContextAlloc(cxt, sizeof(LogitAcc));
+	LogisticAcc   *acc = MemoryContextAlloc(cxt, sizeof(LogisticAcc));
 
 	bytea_to_sums(PG_GETARG_BYTEA_PP(0), acc);
 	PG_RETURN_POINTER(acc);
@@ -191,13 +191,13 @@ propensity_logistic_sums_final(PG_FUNCTION_ARGS)
 	agg_cxt(fcinfo, "propensity_logistic_sums_final");
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	PG_RETURN_BYTEA_P(sums_to_bytea((LogitAcc *) PG_GETARG_POINTER(0)));
+	PG_RETURN_BYTEA_P(sums_to_bytea((LogisticAcc *) PG_GETARG_POINTER(0)));
 }
 
 static ArrayType *
 vector_array(const double *v, int n)
 {
-	Datum		d[LOGIT_MAX_K];
+	Datum		d[LOGISTIC_MAX_K];
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -213,11 +213,11 @@ PG_FUNCTION_INFO_V1(propensity_logistic_step);
 Datum
 propensity_logistic_step(PG_FUNCTION_ARGS)
 {
-	LogitAcc	acc;
-	LogitStep	st;
-	double		beta[LOGIT_MAX_K];
+	LogisticAcc	acc;
+	LogisticStep	st;
+	double		beta[LOGISTIC_MAX_K];
 	double		l2 = PG_GETARG_FLOAT8(2);
-	char		err[LOGIT_ERR_LEN];
+	char		err[LOGISTIC_ERR_LEN];
 	TupleDesc	desc;
 	Datum		values[6];
 	bool		nulls[6] = {false, false, false, false, false, false};
@@ -229,11 +229,11 @@ propensity_logistic_step(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("l2 must be a finite number >= 0, not %g", l2)));
 	bytea_to_sums(PG_GETARG_BYTEA_PP(0), &acc);
-	nb = read_vector(PG_GETARG_ARRAYTYPE_P(1), beta, LOGIT_MAX_K, "coefficients");
+	nb = read_vector(PG_GETARG_ARRAYTYPE_P(1), beta, LOGISTIC_MAX_K, "coefficients");
 	if (nb != acc.k)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("%d coefficients for sums of %d", nb, acc.k)));
-	if (logit_newton_step(&acc, beta, l2, &st, err) != 0)
+	if (logistic_newton_step(&acc, beta, l2, &st, err) != 0)
 		ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
 						errmsg("logistic regression cannot be fitted"),
 						errdetail("%s", err),

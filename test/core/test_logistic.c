@@ -1,5 +1,5 @@
 /*
- * test_logit.c - logistic regression sums and Newton steps (src/core/logit.c)
+ * test_logistic.c - logistic regression sums and Newton steps (src/core/logistic.c)
  * against closed forms: one binary feature (coefficients are log-odds, their
  * standard errors have a closed form too), the penalized optimum's
  * stationarity, merging partial sums, a singular design, separation, and
@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/logit.h"
+#include "core/logistic.h"
 #include "check.h"
 
-static char err[LOGIT_ERR_LEN];
+static char err[LOGISTIC_ERR_LEN];
 
 typedef struct Ex
 {
@@ -22,23 +22,23 @@ typedef struct Ex
 } Ex;
 
 static int
-fit(const Ex *ex, int n, int k, double l2, double *beta, double *se, int max_iter, LogitAcc *last)
+fit(const Ex *ex, int n, int k, double l2, double *beta, double *se, int max_iter, LogisticAcc *last)
 {
 	int			it;
 
-	memset(beta, 0, sizeof(double) * LOGIT_MAX_K);
+	memset(beta, 0, sizeof(double) * LOGISTIC_MAX_K);
 	for (it = 1; it <= max_iter; it++)
 	{
-		LogitAcc	acc;
-		LogitStep	st;
+		LogisticAcc	acc;
+		LogisticStep	st;
 		int			i;
 
-		logit_acc_init(&acc, k);
+		logistic_acc_init(&acc, k);
 		for (i = 0; i < n; i++)
-			logit_acc_add(&acc, ex[i].x, ex[i].y, 1.0, beta);
+			logistic_acc_add(&acc, ex[i].x, ex[i].y, 1.0, beta);
 		if (last)
 			*last = acc;
-		if (logit_newton_step(&acc, beta, l2, &st, err) != 0)
+		if (logistic_newton_step(&acc, beta, l2, &st, err) != 0)
 			return -1;
 		memcpy(se, st.se, sizeof(double) * k);
 		memcpy(beta, st.beta, sizeof(double) * k);
@@ -58,19 +58,19 @@ uniform(void)
 }
 
 void
-test_logit(void)
+test_logistic(void)
 {
 	Ex		   *ex = malloc(sizeof(Ex) * 200000);
-	double		beta[LOGIT_MAX_K];
-	double		se[LOGIT_MAX_K];
+	double		beta[LOGISTIC_MAX_K];
+	double		se[LOGISTIC_MAX_K];
 	int			n = 0;
 	int			i;
 	int			it;
-	LogitAcc	a;
-	LogitAcc	b;
-	LogitAcc	whole;
-	LogitStep	sa;
-	LogitStep	sw;
+	LogisticAcc	a;
+	LogisticAcc	b;
+	LogisticAcc	whole;
+	LogisticStep	sa;
+	LogisticStep	sw;
 
 	/* one binary feature: x = 0 has 30 of 100 positive, x = 1 has 60 of 80 */
 	for (i = 0; i < 100; i++, n++)
@@ -96,18 +96,18 @@ test_logit(void)
 	/* partial sums merge to the whole */
 	beta[0] = 0.3;
 	beta[1] = -0.2;
-	logit_acc_init(&a, 2);
-	logit_acc_init(&b, 2);
-	logit_acc_init(&whole, 2);
+	logistic_acc_init(&a, 2);
+	logistic_acc_init(&b, 2);
+	logistic_acc_init(&whole, 2);
 	for (i = 0; i < n; i++)
 	{
-		logit_acc_add(i % 3 ? &a : &b, ex[i].x, ex[i].y, 1.0, beta);
-		logit_acc_add(&whole, ex[i].x, ex[i].y, 1.0, beta);
+		logistic_acc_add(i % 3 ? &a : &b, ex[i].x, ex[i].y, 1.0, beta);
+		logistic_acc_add(&whole, ex[i].x, ex[i].y, 1.0, beta);
 	}
-	logit_acc_merge(&a, &b);
+	logistic_acc_merge(&a, &b);
 	CHECK(fabs(a.loglik - whole.loglik) < 1e-9 && fabs(a.grad[1] - whole.grad[1]) < 1e-9 &&
 		  fabs(a.hess[2] - whole.hess[2]) < 1e-9 && a.n == whole.n, "merged sums equal one pass");
-	CHECK(logit_newton_step(&a, beta, 0, &sa, err) == 0 && logit_newton_step(&whole, beta, 0, &sw, err) == 0 &&
+	CHECK(logistic_newton_step(&a, beta, 0, &sa, err) == 0 && logistic_newton_step(&whole, beta, 0, &sw, err) == 0 &&
 		  fabs(sa.beta[0] - sw.beta[0]) < 1e-9 && fabs(sa.beta[1] - sw.beta[1]) < 1e-9, "and the same step");
 
 	/* a duplicated feature: singular */

@@ -1,9 +1,9 @@
 /*
- * logit.c - the sums and the Newton step of logistic regression (see
- * logit.h).  The Hessian is solved by Cholesky; its inverse gives the
+ * logistic.c - the sums and the Newton step of logistic regression (see
+ * logistic.h).  The Hessian is solved by Cholesky; its inverse gives the
  * standard errors.
  */
-#include "core/logit.h"
+#include "core/logistic.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -12,14 +12,14 @@
 #define IDX(i, j) ((i) * ((i) + 1) / 2 + (j))	/* packed lower triangle, j <= i */
 
 void
-logit_acc_init(LogitAcc *acc, int k)
+logistic_acc_init(LogisticAcc *acc, int k)
 {
 	memset(acc, 0, sizeof(*acc));
 	acc->k = k;
 }
 
 double
-logit_log1pexp_neg(double t)
+logistic_log1pexp_neg(double t)
 {
 	/* log(1 + e^-t) */
 	if (t > 0)
@@ -28,7 +28,7 @@ logit_log1pexp_neg(double t)
 }
 
 void
-logit_acc_add(LogitAcc *acc, const double *x, bool y, double w, const double *beta)
+logistic_acc_add(LogisticAcc *acc, const double *x, bool y, double w, const double *beta)
 {
 	double		eta = 0;
 	double		p;
@@ -41,7 +41,7 @@ logit_acc_add(LogitAcc *acc, const double *x, bool y, double w, const double *be
 		eta += beta[i] * x[i];
 	p = eta >= 0 ? 1.0 / (1.0 + exp(-eta)) : exp(eta) / (1.0 + exp(eta));
 	/* log P(y): y ? -log(1 + e^-eta) : -log(1 + e^eta) */
-	acc->loglik -= w * (y ? logit_log1pexp_neg(eta) : logit_log1pexp_neg(-eta));
+	acc->loglik -= w * (y ? logistic_log1pexp_neg(eta) : logistic_log1pexp_neg(-eta));
 	acc->n += w;
 	acc->positives += y ? w : 0;
 	if (p < 1e-9 || p > 1 - 1e-9)
@@ -57,7 +57,7 @@ logit_acc_add(LogitAcc *acc, const double *x, bool y, double w, const double *be
 }
 
 void
-logit_acc_merge(LogitAcc *a, const LogitAcc *b)
+logistic_acc_merge(LogisticAcc *a, const LogisticAcc *b)
 {
 	int			i;
 
@@ -126,10 +126,10 @@ cholesky_solve(const double *a, int k, double *b)
 }
 
 int
-logit_newton_step(const LogitAcc *acc, const double *beta, double l2, LogitStep *out, char *err)
+logistic_newton_step(const LogisticAcc *acc, const double *beta, double l2, LogisticStep *out, char *err)
 {
-	double		h[LOGIT_MAX_K * (LOGIT_MAX_K + 1) / 2];
-	double		g[LOGIT_MAX_K];
+	double		h[LOGISTIC_MAX_K * (LOGISTIC_MAX_K + 1) / 2];
+	double		g[LOGISTIC_MAX_K];
 	double		penalty = 0;
 	int			k = acc->k;
 	int			i;
@@ -147,7 +147,7 @@ logit_newton_step(const LogitAcc *acc, const double *beta, double l2, LogitStep 
 	}
 	if (!cholesky(h, k))
 	{
-		snprintf(err, LOGIT_ERR_LEN,
+		snprintf(err, LOGISTIC_ERR_LEN,
 				 "the Hessian is singular: a feature is constant, duplicates others, or the examples are too few");
 		return -1;
 	}
@@ -162,7 +162,7 @@ logit_newton_step(const LogitAcc *acc, const double *beta, double l2, LogitStep 
 	/* standard errors: the diagonal of the inverse, column by column */
 	for (i = 0; i < k; i++)
 	{
-		double		e[LOGIT_MAX_K];
+		double		e[LOGISTIC_MAX_K];
 
 		memset(e, 0, sizeof(double) * k);
 		e[i] = 1;

@@ -14,7 +14,7 @@ which is scikit-learn's LogisticRegression(penalty='l2', C=1/lam) (its
 intercept is not penalized by the lbfgs and newton-cg solvers).
 
 Debian 12: apt-get install python3-statsmodels python3-sklearn, then run
-/usr/bin/python3 test/reference/logit_reference.py from the top directory.
+/usr/bin/python3 test/reference/logistic_reference.py from the top directory.
 Each reference is cross-checked by a second solver before it is written.
 """
 import csv
