@@ -7,7 +7,7 @@ MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
 GLUE_OBJS = src/propensity.o src/util.o src/huge_alloc.o src/worker.o src/crash_guard.o
-GLUE_OBJS += src/source_queue.o src/source.o src/decode.o src/ingest.o src/store.o src/store_partition.o
+GLUE_OBJS += src/source_queue.o src/source.o src/decode.o src/ingest.o src/store.o src/store_scan.o src/store_partition.o
 GLUE_OBJS += src/attribution_settings.o src/attribution_engine.o src/attribution_changelog.o
 GLUE_OBJS += src/attribution_scan.o src/attribution_backfill.o src/attribution_agg.o
 GLUE_OBJS += src/score.o src/score_scan.o src/history.o src/models.o src/schedule.o

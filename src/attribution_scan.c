@@ -31,22 +31,20 @@
 #include "partitioning/partdesc.h"
 #include "portability/instr_time.h"
 #include "storage/bufmgr.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
-#include "utils/rls.h"
 #include "utils/snapmgr.h"
 
 #include "attribution_scan.h"
 #include "huge_alloc.h"
 #include "store.h"
+#include "store_scan.h"
 #include "util.h"
 
-#define MAX_HASH_CLASSES (1 << 16)
 #define NCOLS 8
 
 /* the columns the rules read, in the order consume() takes them */
@@ -173,34 +171,11 @@ typedef struct AttrScan
 	int64		nrefetched;
 } AttrScan;
 
-/* Text datum contents; detoasts into *copy (caller frees) only when needed. */
+/* a text Datum's contents (see prop_text_contents) */
 static inline const char *
 text_contents(Datum d, uint32 *len, struct varlena **copy)
 {
-	struct varlena *v = (struct varlena *) DatumGetPointer(d);
-
-	if (VARATT_IS_SHORT(v))
-	{
-		*len = VARSIZE_SHORT(v) - VARHDRSZ_SHORT;
-		return VARDATA_SHORT(v);
-	}
-	if (VARATT_IS_4B_U(v))
-	{
-		*len = VARSIZE(v) - VARHDRSZ;
-		return VARDATA(v);
-	}
-	*copy = pg_detoast_datum_packed(v);
-	*len = VARSIZE_ANY_EXHDR(*copy);
-	return VARDATA_ANY(*copy);
-}
-
-static pg_noinline void
-unknown_type(AttrScan *as, const char *type, uint32 len)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown event type \"%.*s\" in \"%s\"", (int) len, type,
-					RelationGetRelationName(as->rel))));
+	return prop_text_contents(DatumGetPointer(d), len, copy);
 }
 
 /*
@@ -245,7 +220,7 @@ row_type(AttrScan *as, Datum d)
 	int			type = feat_parse_type(text, len);
 
 	if (unlikely(type < 0))
-		unknown_type(as, text, len);
+		prop_unknown_event_type(as->rel, text, len);
 	if (copy != NULL)
 		pfree(copy);
 	return type;
@@ -357,7 +332,7 @@ in_phase(ScanPhase phase, int type)
  * Attributes [from, to) of a heap tuple, in place, from *off (the offset of
  * attribute from; 0 for the first), which is advanced (heap_deform_tuple
  * stops at none).  Missing trailing attributes read as NULL, which is right
- * when none of them has a stored default (heap_fast_path checks).
+ * when none of them has a stored default (prop_heap_in_place checks).
  */
 static inline void
 deform_range(HeapTupleHeader tup, TupleDesc desc, int from, int to, uint32 *offp,
@@ -389,47 +364,6 @@ deform_range(HeapTupleHeader tup, TupleDesc desc, int from, int to, uint32 *offp
 		off = att_addlength_pointer(off, att->attlen, tp + off);
 	}
 	*offp = off;
-}
-
-/* The attribute numbers of the columns, checked for type. */
-static void
-column_map(Relation rel, AttrNumber *attnums)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	int			c;
-
-	for (c = 0; c < NCOLS; c++)
-	{
-		int			i;
-
-		attnums[c] = InvalidAttrNumber;
-		for (i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (!att->attisdropped && strcmp(NameStr(att->attname), col_names[c]) == 0 &&
-				att->atttypid == col_types[c])
-				attnums[c] = att->attnum;
-		}
-		if (attnums[c] == InvalidAttrNumber)
-			elog(ERROR, "partition \"%s\" has no column \"%s\" of the expected type",
-				 RelationGetRelationName(rel), col_names[c]);
-	}
-}
-
-/* A heap none of whose leading columns (up to the last read) has a stored default. */
-static bool
-heap_fast_path(Relation rel, int natts)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-	int			i;
-
-	if (rel->rd_tableam != GetHeapamTableAmRoutine())
-		return false;
-	for (i = 0; i < natts; i++)
-		if (TupleDescAttr(desc, i)->atthasmissing)
-			return false;
-	return true;
 }
 
 static bool
@@ -602,14 +536,9 @@ scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
 	int			c;
 	bool		fits = true;
 
-	as->rel = table_open(relid, AccessShareLock);
-	if (as->rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("partition \"%s\" of propensity.events is not a plain table",
-						RelationGetRelationName(as->rel))));
+	as->rel = prop_event_partition_open(relid);
 	cm.desc = RelationGetDescr(as->rel);
-	column_map(as->rel, cm.attnums);
+	prop_event_columns(as->rel, col_names, col_types, NCOLS, cm.attnums);
 	cm.natts = 0;
 	for (c = 0; c < NCOLS; c++)
 		cm.natts = Max(cm.natts, cm.attnums[c]);
@@ -618,7 +547,7 @@ scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
 	cm.values = palloc(sizeof(Datum) * cm.natts);
 	cm.nulls = palloc(sizeof(bool) * cm.natts);
 
-	if (propensity_batch_fast_scan && heap_fast_path(as->rel, cm.natts))
+	if (prop_heap_in_place(as->rel, cm.natts))
 	{
 		TableScanDesc scan = table_beginscan_strat(as->rel, GetActiveSnapshot(), 0, NULL,
 												   true, false);
@@ -685,11 +614,86 @@ order_partitions(Relation parent, List *parts, List **ranged, List **deferred)
 			*deferred = lappend_oid(*deferred, lfirst_oid(lc));
 }
 
+/* One pass of prop_attr_scan(): the events of one hash class of users. */
+typedef struct AttrPass
+{
+	AttrScan   *as;
+	List	   *ranged;
+	List	   *deferred;
+	const AttrSettingsTable *settings;
+	const AttrScanSink *sink;
+	AttrScanInfo *info;
+	CoreAllocator *allocator;
+	MemoryContext cxt;
+	Size		limit_bytes;
+} AttrPass;
+
+static bool
+attr_class(HashClass cls, void *arg)
+{
+	AttrPass   *p = arg;
+	AttrScan   *as = p->as;
+	AttrScanInfo *info = p->info;
+	bool		fits = true;
+	ListCell   *lc;
+	AttrScanInfo before = *info;
+	instr_time	t_start;
+	instr_time	t_scanned;
+	instr_time	t_done;
+
+	INSTR_TIME_SET_CURRENT(t_start);
+	as->cls = cls;
+	as->ndeferred = as->nrefetched = 0;
+	as->ab = ab_create(p->allocator);
+	ab_set_interrupt(as->ab, &prop_core_interrupt);
+	info->passes++;
+	foreach(lc, p->deferred)
+		if (fits)
+			fits = scan_relation(as, lfirst_oid(lc), PHASE_CONVERSIONS, p->limit_bytes);
+	foreach(lc, p->ranged)
+		if (fits)
+			fits = scan_relation(as, lfirst_oid(lc), PHASE_ALL, p->limit_bytes);
+	foreach(lc, p->deferred)
+		if (fits)
+			fits = scan_relation(as, lfirst_oid(lc), PHASE_OTHERS, p->limit_bytes);
+	if (fits)
+	{
+		size_t		pos = 0;
+		AttrBatchTotal t;
+
+		INSTR_TIME_SET_CURRENT(t_scanned);
+		ab_evaluate(as->ab, prop_attr_settings_lookup, (void *) p->settings, p->sink->credit, p->sink->arg);
+		INSTR_TIME_SET_CURRENT(t_done);
+		INSTR_TIME_SUBTRACT(t_done, t_scanned);
+		INSTR_TIME_SUBTRACT(t_scanned, t_start);
+		ereport(DEBUG1,
+				(errmsg("batch attribution: class %u/%u: %zu users, %zu events (" INT64_FORMAT " read again of " INT64_FORMAT " deferred), %zu kB, scan %.1f ms, evaluation %.1f ms",
+						cls.residue, cls.modulus, ab_user_count(as->ab),
+						ab_event_count(as->ab), as->nrefetched, as->ndeferred, ab_memory(as->ab) / 1024,
+						INSTR_TIME_GET_MILLISEC(t_scanned), INSTR_TIME_GET_MILLISEC(t_done))));
+		while (ab_next_total(as->ab, &pos, &t))
+			p->sink->total(p->sink->arg, &t);
+		p->sink->class_done(p->sink->arg);
+	}
+	else
+	{
+		ereport(DEBUG1,
+				(errmsg("batch attribution: %zu events outgrew propensity.batch_memory, splitting into %u classes",
+						ab_event_count(as->ab), cls.modulus * 2)));
+		/* the counts of an unfinished pass do not stand */
+		info->events = before.events;
+		info->conversions = before.conversions;
+	}
+	ab_destroy(as->ab);
+	as->ab = NULL;
+	MemoryContextReset(p->cxt);
+	return fits;
+}
+
 void
 prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScanSink *sink,
 			   AttrScanInfo *info)
 {
-	Oid			parent = prop_events_relid();
 	Relation	parent_rel;
 	List	   *parts;
 	List	   *ranged;
@@ -698,24 +702,15 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	MemoryContext cxt;
 	CoreAllocator allocator;
 	Size		limit_bytes = (Size) propensity_batch_memory * 1024;
-	HashClass  *work;
-	int			nwork = 0;
 	AttrScan	as;
+	AttrPass	pass;
 	HugeAllocator ha;
 	int			nest;
 
 	memset(info, 0, sizeof(*info));
-	if (pg_class_aclcheck(parent, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "events");
-	if (check_enable_rls(parent, InvalidOid, false) == RLS_ENABLED)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("batch attribution does not support row-level security on propensity.events"),
-				 errhint("Use propensity.attribute_all(), which reads the events through SQL.")));
-
-	/* hold the parent so that partitions are not attached or detached under us */
-	parent_rel = table_open(parent, AccessShareLock);
-	parts = prop_event_partitions(parent, DT_NOEND);
+	parent_rel = prop_events_scan_begin("batch attribution",
+										"Use propensity.attribute_all(), which reads the events through SQL.");
+	parts = prop_event_partitions(RelationGetRelid(parent_rel), DT_NOEND);
 	order_partitions(parent_rel, parts, &ranged, &deferred);
 	if (skip_late)
 	{
@@ -738,89 +733,30 @@ prop_attr_scan(bool skip_late, const AttrSettingsTable *settings, const AttrScan
 	as.maxcands = 1024;
 	as.capcands = (int) Min(Max(limit_bytes / 8 / sizeof(Candidate), 4096), INT_MAX / 2);
 	as.cands = palloc(sizeof(Candidate) * as.maxcands);
-
-	work = palloc(sizeof(HashClass) * (MAX_HASH_CLASSES + 1));
-	work[nwork++] = (HashClass) {1, 0};
+	pass.as = &as;
+	pass.ranged = ranged;
+	pass.deferred = deferred;
+	pass.settings = settings;
+	pass.sink = sink;
+	pass.info = info;
+	pass.allocator = &allocator;
+	pass.cxt = cxt;
+	pass.limit_bytes = limit_bytes;
 	PG_TRY();
 	{
-		while (nwork > 0)
-		{
-			HashClass	cls = work[--nwork];
-			bool		fits = true;
-			ListCell   *lc;
-			AttrScanInfo before = *info;
-			instr_time	t_start;
-			instr_time	t_scanned;
-			instr_time	t_done;
-
-			INSTR_TIME_SET_CURRENT(t_start);
-			as.cls = cls;
-			as.ndeferred = as.nrefetched = 0;
-			as.ab = ab_create(&allocator);
-			ab_set_interrupt(as.ab, &prop_core_interrupt);
-			info->passes++;
-			foreach(lc, deferred)
-				if (fits)
-					fits = scan_relation(&as, lfirst_oid(lc), PHASE_CONVERSIONS, limit_bytes);
-			foreach(lc, ranged)
-				if (fits)
-					fits = scan_relation(&as, lfirst_oid(lc), PHASE_ALL, limit_bytes);
-			foreach(lc, deferred)
-				if (fits)
-					fits = scan_relation(&as, lfirst_oid(lc), PHASE_OTHERS, limit_bytes);
-			if (fits)
-			{
-				size_t		pos = 0;
-				AttrBatchTotal t;
-
-				INSTR_TIME_SET_CURRENT(t_scanned);
-				ab_evaluate(as.ab, prop_attr_settings_lookup, (void *) settings, sink->credit, sink->arg);
-				INSTR_TIME_SET_CURRENT(t_done);
-				INSTR_TIME_SUBTRACT(t_done, t_scanned);
-				INSTR_TIME_SUBTRACT(t_scanned, t_start);
-				ereport(DEBUG1,
-						(errmsg("batch attribution: class %u/%u: %zu users, %zu events (" INT64_FORMAT " read again of " INT64_FORMAT " deferred), %zu kB, scan %.1f ms, evaluation %.1f ms",
-								cls.residue, cls.modulus, ab_user_count(as.ab),
-								ab_event_count(as.ab), as.nrefetched, as.ndeferred, ab_memory(as.ab) / 1024,
-								INSTR_TIME_GET_MILLISEC(t_scanned), INSTR_TIME_GET_MILLISEC(t_done))));
-				while (ab_next_total(as.ab, &pos, &t))
-					sink->total(sink->arg, &t);
-				sink->class_done(sink->arg);
-			}
-			else
-			{
-				if (cls.modulus >= MAX_HASH_CLASSES || nwork + 2 > MAX_HASH_CLASSES)
-					ereport(ERROR,
-							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-							 errmsg("propensity.batch_memory (%d kB) is too small to attribute these events",
-									propensity_batch_memory),
-							 errhint("Raise propensity.batch_memory.")));
-				ereport(DEBUG1,
-						(errmsg("batch attribution: %zu events outgrew propensity.batch_memory, splitting into %u classes",
-								ab_event_count(as.ab), cls.modulus * 2)));
-				/* the counts of an unfinished pass do not stand */
-				info->events = before.events;
-				info->conversions = before.conversions;
-				work[nwork++] = (HashClass) {cls.modulus * 2, cls.residue * 2 + 1};
-				work[nwork++] = (HashClass) {cls.modulus * 2, cls.residue * 2};
-			}
-			ab_destroy(as.ab);
-			as.ab = NULL;
-			MemoryContextReset(cxt);
-		}
+		prop_hash_class_passes(attr_class, &pass, "attribute these events");
 	}
 	PG_FINALLY();
 	{
 		huge_unmap_all(&ha);
 	}
 	PG_END_TRY();
-	pfree(work);
 	pfree(as.cands);
 	MemoryContextDelete(cxt);
 	if (ha.maps != NULL)
 		pfree(ha.maps);
-	if (late != NULL)
-		hash_destroy(late);
+	if (as.late != NULL)
+		hash_destroy(as.late);
 	table_close(parent_rel, AccessShareLock);
 }
 

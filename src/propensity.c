@@ -13,7 +13,7 @@
 #include "models.h"
 #include "score.h"
 #include "source_queue.h"
-#include "store.h"
+#include "store_scan.h"
 #include "store_partition.h"
 #include "worker.h"
 
@@ -25,7 +25,7 @@ void
 _PG_init(void)
 {
 	prop_models_init();
-	prop_store_init();
+	prop_store_scan_init();
 	prop_store_partition_init();
 	prop_attr_settings_init();
 	prop_score_init();

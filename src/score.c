@@ -32,7 +32,6 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "optimizer/cost.h"
-#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -40,7 +39,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/rls.h"
 
 #include "core/user_table.h"
 #include "huge_alloc.h"
@@ -48,9 +46,8 @@
 #include "score.h"
 #include "score_scan.h"
 #include "store.h"
+#include "store_scan.h"
 #include "util.h"
-
-#define MAX_HASH_CLASSES (1 << 16)
 
 int			propensity_batch_workers = -1;
 
@@ -172,6 +169,58 @@ emit(ReturnSetInfo *rsinfo, const UserTable *table, const FeatModel *model)
 	pfree(user);
 }
 
+/* One pass of score_classes(): the users of one hash class. */
+typedef struct ScorePass
+{
+	ReturnSetInfo *rsinfo;
+	List	   *parts;
+	const FeatModel *model;
+	int64		as_of;
+	double		expected;
+	Size		limit_bytes;
+	const CoreAllocator *allocator;
+	MemoryContext tablecxt;
+} ScorePass;
+
+static bool
+score_class(HashClass cls, void *arg)
+{
+	ScorePass  *sp = arg;
+	UserTable  *table = ut_create(sp->model->nterms, (size_t) (sp->expected / cls.modulus), sp->allocator);
+	bool		fits = true;
+	ListCell   *lc;
+	instr_time	start;
+	instr_time	scanned;
+	instr_time	emitted;
+
+	INSTR_TIME_SET_CURRENT(start);
+	foreach(lc, sp->parts)
+	{
+		fits = scan_partition(lfirst_oid(lc), table, sp->model, sp->as_of, cls, sp->limit_bytes);
+		if (!fits)
+			break;
+	}
+	INSTR_TIME_SET_CURRENT(scanned);
+	if (fits)
+	{
+		emit(sp->rsinfo, table, sp->model);
+		INSTR_TIME_SET_CURRENT(emitted);
+		INSTR_TIME_SUBTRACT(emitted, scanned);
+		INSTR_TIME_SUBTRACT(scanned, start);
+		ereport(DEBUG2,
+				(errmsg("score_all: class %u/%u: %zu users, %zu kB, scan %.1f ms, output %.1f ms",
+						cls.residue, cls.modulus, ut_count(table), ut_memory(table) / 1024,
+						INSTR_TIME_GET_MILLISEC(scanned), INSTR_TIME_GET_MILLISEC(emitted))));
+	}
+	else
+		ereport(DEBUG1,
+				(errmsg("score_all: %zu users outgrew propensity.batch_memory, splitting into %u classes",
+						ut_count(table), cls.modulus * 2)));
+	ut_destroy(table);
+	MemoryContextReset(sp->tablecxt);
+	return fits;
+}
+
 /*
  * Score the users class by class; a class whose table outgrows limit_bytes
  * is split in two and retried.
@@ -181,57 +230,9 @@ score_classes(ReturnSetInfo *rsinfo, List *parts, const FeatModel *model, int64 
 			  double expected, Size limit_bytes, const CoreAllocator *allocator,
 			  MemoryContext tablecxt)
 {
-	HashClass  *work = palloc(sizeof(HashClass) * (MAX_HASH_CLASSES + 1));
-	int			nwork = 0;
+	ScorePass	sp = {rsinfo, parts, model, as_of, expected, limit_bytes, allocator, tablecxt};
 
-	work[nwork++] = (HashClass) {1, 0};
-	while (nwork > 0)
-	{
-		HashClass	cls = work[--nwork];
-		UserTable  *table = ut_create(model->nterms, (size_t) (expected / cls.modulus), allocator);
-		bool		fits = true;
-		ListCell   *lc;
-		instr_time	start;
-		instr_time	scanned;
-		instr_time	emitted;
-
-		INSTR_TIME_SET_CURRENT(start);
-		foreach(lc, parts)
-		{
-			fits = scan_partition(lfirst_oid(lc), table, model, as_of, cls, limit_bytes);
-			if (!fits)
-				break;
-		}
-		INSTR_TIME_SET_CURRENT(scanned);
-		if (fits)
-		{
-			emit(rsinfo, table, model);
-			INSTR_TIME_SET_CURRENT(emitted);
-			INSTR_TIME_SUBTRACT(emitted, scanned);
-			INSTR_TIME_SUBTRACT(scanned, start);
-			ereport(DEBUG2,
-					(errmsg("score_all: class %u/%u: %zu users, %zu kB, scan %.1f ms, output %.1f ms",
-							cls.residue, cls.modulus, ut_count(table), ut_memory(table) / 1024,
-							INSTR_TIME_GET_MILLISEC(scanned), INSTR_TIME_GET_MILLISEC(emitted))));
-		}
-		else
-		{
-			if (cls.modulus >= MAX_HASH_CLASSES || nwork + 2 > MAX_HASH_CLASSES)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("propensity.batch_memory (%d kB) is too small to score these users",
-								propensity_batch_memory),
-						 errhint("Raise propensity.batch_memory.")));
-			ereport(DEBUG1,
-					(errmsg("score_all: %zu users outgrew propensity.batch_memory, splitting into %u classes",
-							ut_count(table), cls.modulus * 2)));
-			work[nwork++] = (HashClass) {cls.modulus * 2, cls.residue * 2 + 1};
-			work[nwork++] = (HashClass) {cls.modulus * 2, cls.residue * 2};
-		}
-		ut_destroy(table);
-		MemoryContextReset(tablecxt);
-	}
-	pfree(work);
+	prop_hash_class_passes(score_class, &sp, "score these users");
 }
 
 /* ---------- parallel scoring ---------- */
@@ -512,19 +513,10 @@ score_all_into(FunctionCallInfo fcinfo, int64 as_of, const LoadedModel *loaded)
 	Size		limit_bytes = (Size) propensity_batch_memory * 1024;
 	size_t		max_users;
 
-	parent = prop_events_relid();
-	if (pg_class_aclcheck(parent, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "events");
-	if (check_enable_rls(parent, InvalidOid, false) == RLS_ENABLED)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("score_all does not support row-level security on propensity.events"),
-				 errhint("Use the aggregate: SELECT user_id, propensity.score_events(event_type, event_time, t) FROM propensity.events GROUP BY user_id.")));
-
+	parent_rel = prop_events_scan_begin("score_all",
+										"Use the aggregate: SELECT user_id, propensity.score_events(event_type, event_time, t) FROM propensity.events GROUP BY user_id.");
+	parent = RelationGetRelid(parent_rel);
 	InitMaterializedSRF(fcinfo, 0);
-
-	/* hold the parent so that partitions are not attached or detached under us */
-	parent_rel = table_open(parent, AccessShareLock);
 	parts = prop_event_partitions(parent, as_of);
 
 	/* size for the expected users, within what the memory limit allows */

@@ -22,6 +22,7 @@
 #include "utils/snapmgr.h"
 
 #include "score_scan.h"
+#include "store_scan.h"
 #include "util.h"
 
 /*
@@ -67,15 +68,6 @@ flush_batch(BatchScan *ss)
 	ss->nbatch = 0;
 }
 
-static pg_noinline void
-unknown_type(BatchScan *ss, const char *type, uint32 len)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown event type \"%.*s\" in \"%s\"", (int) len, type,
-					RelationGetRelationName(ss->rel))));
-}
-
 /* One event: count it for its user if it is up to as_of and in the class. */
 static inline void
 consume(BatchScan *ss, int64 event_us, const char *user, uint32 user_len,
@@ -92,7 +84,7 @@ consume(BatchScan *ss, int64 event_us, const char *user, uint32 user_len,
 		return;
 	type = feat_parse_type(type_text, type_len);
 	if (unlikely(type < 0))
-		unknown_type(ss, type_text, type_len);
+		prop_unknown_event_type(ss->rel, type_text, type_len);
 	if (unlikely(user_len > BATCH_KEY))
 	{
 		/* long ids skip the batch */
@@ -111,43 +103,6 @@ consume(BatchScan *ss, int64 event_us, const char *user, uint32 user_len,
 		flush_batch(ss);
 }
 
-/* Text datum contents; detoasts into *copy (caller frees) only when needed. */
-static inline const char *
-text_contents(Pointer p, uint32 *len, struct varlena **copy)
-{
-	struct varlena *v = (struct varlena *) p;
-
-	if (VARATT_IS_SHORT(v))
-	{
-		*len = VARSIZE_SHORT(v) - VARHDRSZ_SHORT;
-		return VARDATA_SHORT(v);
-	}
-	if (VARATT_IS_4B_U(v))
-	{
-		*len = VARSIZE(v) - VARHDRSZ;
-		return VARDATA(v);
-	}
-	*copy = pg_detoast_datum_packed(v);
-	*len = VARSIZE_ANY_EXHDR(*copy);
-	return VARDATA_ANY(*copy);
-}
-
-static AttrNumber
-column(TupleDesc desc, const char *name, Relation rel)
-{
-	int			i;
-
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	elog(ERROR, "partition \"%s\" has no column \"%s\"", RelationGetRelationName(rel), name);
-	return InvalidAttrNumber;	/* keep compiler quiet */
-}
-
 /*
  * True when the partition is a heap whose first three columns are
  * event_time, user_id and event_type, NOT NULL, as the install script makes
@@ -161,13 +116,13 @@ heap_fast_path_ok(Relation rel)
 	static const Oid types[3] = {TIMESTAMPTZOID, TEXTOID, TEXTOID};
 	int			i;
 
-	if (rel->rd_tableam != GetHeapamTableAmRoutine() || desc->natts < 3)
+	if (!prop_heap_in_place(rel, 3))
 		return false;
 	for (i = 0; i < 3; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || !att->attnotnull || att->atthasmissing ||
+		if (att->attisdropped || !att->attnotnull ||
 			att->atttypid != types[i] || strcmp(NameStr(att->attname), names[i]) != 0)
 			return false;
 	}
@@ -220,10 +175,10 @@ scan_heap_pages(BatchScan *ss, Size limit_bytes)
 				continue;		/* cannot happen: the columns are NOT NULL */
 			memcpy(&event_us, data, sizeof(int64));
 			off = att_align_pointer(sizeof(int64), TYPALIGN_INT, -1, data + sizeof(int64));
-			user = text_contents(data + off, &user_len, &user_copy);
+			user = prop_text_contents(data + off, &user_len, &user_copy);
 			off = att_addlength_pointer(off, -1, data + off);
 			off = att_align_pointer(off, TYPALIGN_INT, -1, data + off);
-			type_text = text_contents(data + off, &type_len, &type_copy);
+			type_text = prop_text_contents(data + off, &type_len, &type_copy);
 			consume(ss, event_us, user, user_len, type_text, type_len);
 			if (unlikely(user_copy != NULL))
 				pfree(user_copy);
@@ -239,16 +194,24 @@ scan_heap_pages(BatchScan *ss, Size limit_bytes)
 static bool
 scan_slots(BatchScan *ss, Size limit_bytes)
 {
-	TupleDesc	desc = RelationGetDescr(ss->rel);
-	AttrNumber	a_time = column(desc, "event_time", ss->rel);
-	AttrNumber	a_user = column(desc, "user_id", ss->rel);
-	AttrNumber	a_type = column(desc, "event_type", ss->rel);
-	int			natts = Max(a_time, Max(a_user, a_type));
-	TupleTableSlot *slot = table_slot_create(ss->rel, NULL);
-	TableScanDesc scan = table_beginscan(ss->rel, GetActiveSnapshot(), 0, NULL);
+	static const char *const names[3] = {"event_time", "user_id", "event_type"};
+	AttrNumber	attnums[3];
+	AttrNumber	a_time;
+	AttrNumber	a_user;
+	AttrNumber	a_type;
+	int			natts;
+	TupleTableSlot *slot;
+	TableScanDesc scan;
 	uint64		rows = 0;
 	bool		fits = true;
 
+	prop_event_columns(ss->rel, names, NULL, 3, attnums);
+	a_time = attnums[0];
+	a_user = attnums[1];
+	a_type = attnums[2];
+	natts = Max(a_time, Max(a_user, a_type));
+	slot = table_slot_create(ss->rel, NULL);
+	scan = table_beginscan(ss->rel, GetActiveSnapshot(), 0, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
 		struct varlena *user;
@@ -289,18 +252,13 @@ scan_partition(Oid relid, UserTable *table, const FeatModel *model, int64 as_of,
 	BatchScan  *ss = palloc(sizeof(BatchScan));
 	bool		fits;
 
-	ss->rel = table_open(relid, AccessShareLock);
+	ss->rel = prop_event_partition_open(relid);
 	ss->table = table;
 	ss->model = model;
 	ss->as_of = as_of;
 	ss->cls = cls;
 	ss->nbatch = 0;
-	if (ss->rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("partition \"%s\" of propensity.events is not a plain table",
-						RelationGetRelationName(ss->rel))));
-	if (propensity_batch_fast_scan && heap_fast_path_ok(ss->rel))
+	if (heap_fast_path_ok(ss->rel))
 		fits = scan_heap_pages(ss, limit_bytes);
 	else
 		fits = scan_slots(ss, limit_bytes);

@@ -9,7 +9,7 @@
 
 #include "core/features.h"
 #include "core/user_table.h"
-#include "store.h"
+#include "store_scan.h"
 
 /*
  * Accumulate the events up to as_of of one partition, for the users of one

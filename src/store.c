@@ -19,7 +19,6 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -28,32 +27,6 @@
 #include "store.h"
 #include "store_partition.h"
 #include "util.h"
-
-int			propensity_batch_memory = 256 * 1024;
-bool		propensity_batch_fast_scan = true;
-
-void
-prop_store_init(void)
-{
-	DefineCustomIntVariable("propensity.batch_memory",
-							"Memory score_all may use for its table of users.",
-							"Past this, users are split by hash into classes scored in separate passes.",
-							&propensity_batch_memory,
-							256 * 1024,
-							64, MAX_KILOBYTES,
-							PGC_USERSET,
-							GUC_UNIT_KB,
-							NULL, NULL, NULL);
-
-	DefineCustomBoolVariable("propensity.batch_fast_scan",
-							 "Lets score_all read heap pages directly instead of through tuple slots.",
-							 "Off forces the generic path, for comparison and testing; results are the same.",
-							 &propensity_batch_fast_scan,
-							 true,
-							 PGC_USERSET,
-							 0,
-							 NULL, NULL, NULL);
-}
 
 /* ---- the table ---- */
 

@@ -38,24 +38,6 @@ typedef struct EventRow
 } EventRow;
 
 /*
- * A bulk read too large for its memory splits the users by hash into
- * classes, read one after another: the users with
- * floor(hash * modulus / 2^32) == residue.
- */
-typedef struct HashClass
-{
-	uint32		modulus;
-	uint32		residue;
-} HashClass;
-
-/* GUCs of the bulk reads of the table (score_all, attribute_batch) */
-extern int	propensity_batch_memory;	/* kB */
-extern bool propensity_batch_fast_scan;
-
-/* Defines the GUCs of this room (from _PG_init). */
-extern void prop_store_init(void);
-
-/*
  * propensity.events and its row type; an error with a hint when the
  * extension is not installed.
  */
