@@ -182,6 +182,8 @@ BEGIN
 END
 $$;
 
+-- The partitions of [from_time, to_time], walked partition by partition
+-- only inside the horizon: an endpoint in year 100000 or year 1 costs nothing.
 CREATE FUNCTION @extschema@.ensure_partitions(from_time timestamptz, to_time timestamptz)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
