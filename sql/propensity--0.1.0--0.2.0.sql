@@ -1,4 +1,4 @@
--- propensity 0.1.0 -> 0.2.0: the streaming attribution engine (docs/computing.md section 5)
+-- propensity 0.1.0 -> 0.2.0: the streaming attribution engine (SPEC section 5)
 -- with retractions, its changelog, current attribution, totals, lateness and
 -- the dashboard view.
 \echo Use "ALTER EXTENSION propensity UPDATE TO '0.2.0'" to load this file. \quit

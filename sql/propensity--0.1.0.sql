@@ -24,7 +24,7 @@ GRANT propensity_writer TO propensity_admin;
 GRANT USAGE ON SCHEMA @extschema@ TO propensity_reader;
 
 -- ---------------------------------------------------------------------------
--- Event store (docs/computing.md section 1)
+-- Event store (SPEC section 1)
 -- ---------------------------------------------------------------------------
 CREATE TABLE @extschema@.events (
     event_time    timestamptz NOT NULL CHECK (pg_catalog.isfinite(event_time)),
@@ -240,7 +240,7 @@ COMMENT ON FUNCTION @extschema@.drop_old_partitions(interval, timestamptz) IS
     'Retention: drops the event partitions that end before as_of - older_than, and older rows of the default partition; returns the dropped partitions';
 
 -- ---------------------------------------------------------------------------
--- Feature aggregates (docs/computing.md section 2)
+-- Feature aggregates (SPEC section 2)
 -- ---------------------------------------------------------------------------
 CREATE TYPE @extschema@.counts AS (im bigint, cl bigint, ps bigint, cn bigint);
 CREATE TYPE @extschema@.decays AS (im double precision, cl double precision,
@@ -297,7 +297,7 @@ COMMENT ON AGGREGATE @extschema@.decayed_counts(text, timestamptz, timestamptz, 
     'D(type, half_life, as_of) for each event type: the sum of 2^(-(as_of - event_time) / half_life) over events up to as_of';
 
 -- ---------------------------------------------------------------------------
--- Models and scores (docs/computing.md section 3)
+-- Models and scores (SPEC section 3)
 -- ---------------------------------------------------------------------------
 CREATE TYPE @extschema@.model_term AS (
     name        text,              -- label, e.g. 'clicks'
@@ -520,7 +520,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.event_partitions', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events_default', '');
 
 -- ---------------------------------------------------------------------------
--- Post-click / post-view attribution (docs/computing.md section 5): the batch evaluation
+-- Post-click / post-view attribution (SPEC section 5): the batch evaluation
 -- ---------------------------------------------------------------------------
 CREATE TABLE @extschema@.advertiser_settings (
     advertiser_id    bigint PRIMARY KEY,

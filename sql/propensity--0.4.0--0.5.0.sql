@@ -463,7 +463,7 @@ GRANT INSERT, DELETE ON @extschema@.model_fits, @extschema@.model_evaluations,
     @extschema@.model_evaluation_deciles TO propensity_admin;
 
 -- ---------------------------------------------------------------------------
--- Propensity over time (docs/computing.md section 4; issue 5, first part): the event-time
+-- Propensity over time (SPEC section 4; issue 5, first part): the event-time
 -- history of tracked models, kept as a table and its changelog, corrected
 -- as events arrive in any order.
 -- ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 \echo Use "ALTER EXTENSION propensity UPDATE TO '0.6.0'" to load this file. \quit
 
 -- ---------------------------------------------------------------------------
--- Current propensity (docs/computing.md section 4): every user's score as of now, decay
+-- Current propensity (SPEC section 4): every user's score as of now, decay
 -- since the user's last event included.
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.current_propensity(model text DEFAULT NULL,
@@ -179,7 +179,7 @@ CREATE TRIGGER models_installed AFTER INSERT ON @extschema@.models
     FOR EACH ROW EXECUTE FUNCTION @extschema@.models_installed();
 
 -- ---------------------------------------------------------------------------
--- Dashboards (docs/computing.md section 4): materialized views over the event-time
+-- Dashboards (SPEC section 4): materialized views over the event-time
 -- history, in buckets set by dashboard_settings, refreshed concurrently.
 -- A user counts in a bucket when it has an event there, with the score of
 -- its last point in the bucket (what it stood at when it left the bucket).

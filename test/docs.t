@@ -42,4 +42,11 @@ for my $f (@files) {
     my $text = slurp("$root/$f");
     unlike($text, qr{\.\./shared|\bSPEC(\.md| section)}, "$f points inside the repository");
 }
+# the released scripts never change (sql/released.sha256 lists them)
+use Digest::SHA;
+open(my $sums, '<', "$root/sql/released.sha256") or die "released.sha256: $!";
+while (my $line = <$sums>) {
+    my ($sum, $file) = $line =~ /^([0-9a-f]{64})\s+(\S+)$/ or next;
+    is(Digest::SHA->new(256)->addfile("$root/sql/$file")->hexdigest, $sum, "released $file is unchanged");
+}
 done_testing();
