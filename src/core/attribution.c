@@ -220,6 +220,12 @@ struct AttrScratch
 	Buf			items;			/* Item */
 	Buf			heap;			/* Pair */
 	size_t		memory;
+	/* counts of the key being evaluated */
+	size_t		naucs;
+	size_t		nclicks;
+	int			nauctions;
+	size_t		ngroups;
+	size_t		nitems;
 };
 
 static void *
@@ -418,40 +424,22 @@ sat_sub(int64_t a, int64_t b)
 	return (b > 0 && a < INT64_MIN + b) ? INT64_MIN : a - b;
 }
 
-void
-attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
-				const AttrSettings *settings, AttrCredit *out)
+/* auction ids of the impressions and clicks that can matter, as ordinals */
+static void
+index_auctions(AttrScratch *s, int n, int64_t lo)
 {
-	int64_t		pc_window = effective(settings->pc_window_us, settings->rolling_us);
-	int64_t		pv_window = effective(settings->pv_window_us, settings->rolling_us);
-	int64_t		lo = sat_sub(from_us, pc_window > pv_window ? pc_window : pv_window);
+	const AttrEvent *ev = s->ev;
 	AucRef	   *aucs;
 	int		   *aord;
-	GrpRef	   *grefs;
 	int		   *gid;
-	Group	   *groups;
 	int		   *clicks;
 	int		   *auc_start;
-	Item	   *items;
-	size_t		naucs = 0,
-				ngrefs = 0,
-				ngroups = 0,
-				nclicks = 0,
-				nitems = 0,
-				nheap = 0;
-	int			nauctions = 0;
 	size_t		i;
-	size_t		j;
-	int64_t		pixel = 0;
-	int			pv_best = -1;
-	bool		have_pixel = false;
 
-	s->ev = ev;
 	aord = buf_reserve(s, &s->aord, (size_t) n, sizeof(int));
 	gid = buf_reserve(s, &s->gid, (size_t) n, sizeof(int));
 	aucs = buf_reserve(s, &s->aucs, (size_t) n, sizeof(AucRef));
-
-	/* auction ids of the impressions and clicks that can matter, as ordinals */
+	s->naucs = 0;
 	for (i = 0; i < (size_t) n; i++)
 	{
 		const AttrEvent *e = &ev[i];
@@ -461,30 +449,44 @@ attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
 		if (e->time_us < lo || e->auction_id == NULL ||
 			!(e->type == FEAT_CL || (e->type == FEAT_IM && e->has_pixel)))
 			continue;
-		aucs[naucs].auction = e->auction_id;
-		aucs[naucs].time = e->time_us;
-		aucs[naucs].idx = (int) i;
-		naucs++;
+		aucs[s->naucs].auction = e->auction_id;
+		aucs[s->naucs].time = e->time_us;
+		aucs[s->naucs].idx = (int) i;
+		s->naucs++;
 	}
 	work(s, (unsigned) n);
-	if (naucs > 1)
-		qsort(aucs, naucs, sizeof(AucRef), cmp_aucref);
-	clicks = buf_reserve(s, &s->clicks, naucs, sizeof(int));
-	auc_start = buf_reserve(s, &s->auc_start, naucs + 1, sizeof(int));
-	for (i = 0; i < naucs; i++)
+	if (s->naucs > 1)
+		qsort(aucs, s->naucs, sizeof(AucRef), cmp_aucref);
+	clicks = buf_reserve(s, &s->clicks, s->naucs, sizeof(int));
+	auc_start = buf_reserve(s, &s->auc_start, s->naucs + 1, sizeof(int));
+	s->nclicks = 0;
+	s->nauctions = 0;
+	for (i = 0; i < s->naucs; i++)
 	{
 		if (i == 0 || strcmp(aucs[i].auction, aucs[i - 1].auction) != 0)
-			auc_start[nauctions++] = (int) nclicks;
-		aord[aucs[i].idx] = nauctions - 1;
+			auc_start[s->nauctions++] = (int) s->nclicks;
+		aord[aucs[i].idx] = s->nauctions - 1;
 		if (ev[aucs[i].idx].type == FEAT_CL)
-			clicks[nclicks++] = aucs[i].idx;	/* by (auction, time) */
+			clicks[s->nclicks++] = aucs[i].idx;	/* by (auction, time) */
 	}
-	auc_start[nauctions] = (int) nclicks;
-	work(s, (unsigned) naucs);
+	auc_start[s->nauctions] = (int) s->nclicks;
+	work(s, (unsigned) s->naucs);
+}
 
-	/* groups: a pixel's impressions of one auction */
-	grefs = buf_reserve(s, &s->grefs, naucs, sizeof(GrpRef));
-	for (i = 0; i < naucs; i++)
+/* groups: a pixel's impressions of one auction */
+static void
+build_groups(AttrScratch *s)
+{
+	const AttrEvent *ev = s->ev;
+	const AucRef *aucs = s->aucs.p;
+	const int  *aord = s->aord.p;
+	int		   *gid = s->gid.p;
+	GrpRef	   *grefs = buf_reserve(s, &s->grefs, s->naucs, sizeof(GrpRef));
+	Group	   *groups;
+	size_t		ngrefs = 0;
+	size_t		i;
+
+	for (i = 0; i < s->naucs; i++)
 	{
 		const AttrEvent *e = &ev[aucs[i].idx];
 
@@ -499,11 +501,12 @@ attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
 	if (ngrefs > 1)
 		qsort(grefs, ngrefs, sizeof(GrpRef), cmp_grpref);
 	groups = buf_reserve(s, &s->groups, ngrefs, sizeof(Group));
+	s->ngroups = 0;
 	for (i = 0; i < ngrefs; i++)
 	{
 		if (i == 0 || grefs[i].pixel != grefs[i - 1].pixel || grefs[i].auction != grefs[i - 1].auction)
 		{
-			Group	   *g = &groups[ngroups++];
+			Group	   *g = &groups[s->ngroups++];
 
 			g->pixel = grefs[i].pixel;
 			g->auction = grefs[i].auction;
@@ -512,11 +515,39 @@ attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
 			g->clicked = false;
 			g->last_click = 0;
 		}
-		gid[grefs[i].idx] = (int) ngroups - 1;
+		gid[grefs[i].idx] = (int) s->ngroups - 1;
 	}
 	work(s, (unsigned) ngrefs);
+}
 
-	/* the sweep's items: impressions and conversions by pixel, clicks by group */
+static void
+add_item(AttrScratch *s, int64_t pixel, int64_t time, int phase, int idx, int group)
+{
+	Item	   *items = buf_reserve(s, &s->items, s->nitems + 1, sizeof(Item));
+	Item	   *it = &items[s->nitems++];
+
+	it->pixel = pixel;
+	it->time = time;
+	it->phase = phase;
+	it->idx = idx;
+	it->group = group;
+}
+
+/*
+ * The sweep's items, sorted: impressions and conversions by pixel, clicks
+ * by group.  Clears out[] for the conversions from from_us on.
+ */
+static void
+build_items(AttrScratch *s, int n, int64_t from_us, int64_t lo, AttrCredit *out)
+{
+	const AttrEvent *ev = s->ev;
+	const int  *gid = s->gid.p;
+	const int  *clicks = s->clicks.p;
+	const int  *auc_start = s->auc_start.p;
+	const Group *groups = s->groups.p;
+	size_t		i;
+
+	s->nitems = 0;
 	for (i = 0; i < (size_t) n; i++)
 	{
 		const AttrEvent *e = &ev[i];
@@ -536,15 +567,9 @@ attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
 			phase = PH_IMPRESSION;
 		else
 			continue;
-		items = buf_reserve(s, &s->items, nitems + 1, sizeof(Item));
-		items[nitems].pixel = e->pixel_id;
-		items[nitems].time = e->time_us;
-		items[nitems].phase = phase;
-		items[nitems].idx = (int) i;
-		items[nitems].group = gid[i];
-		nitems++;
+		add_item(s, e->pixel_id, e->time_us, phase, (int) i, gid[i]);
 	}
-	for (i = 0; i < ngroups; i++)
+	for (i = 0; i < s->ngroups; i++)
 	{
 		const Group *g = &groups[i];
 		int			a = auc_start[g->auction];
@@ -562,22 +587,55 @@ attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
 		}
 		for (b = auc_start[g->auction + 1]; a < b; a++)
 		{
-			items = buf_reserve(s, &s->items, nitems + 1, sizeof(Item));
-			items[nitems].pixel = g->pixel;
-			items[nitems].time = ev[clicks[a]].time_us;
-			items[nitems].phase = PH_CLICK;
-			items[nitems].idx = clicks[a];
-			items[nitems].group = (int) i;
-			nitems++;
+			add_item(s, g->pixel, ev[clicks[a]].time_us, PH_CLICK, clicks[a], (int) i);
 			work(s, 1);
 		}
 	}
-	items = s->items.p;
-	if (nitems > 1)
-		qsort(items, nitems, sizeof(Item), cmp_item);
-	work(s, (unsigned) nitems);
+	if (s->nitems > 1)
+		qsort(s->items.p, s->nitems, sizeof(Item), cmp_item);
+	work(s, (unsigned) s->nitems);
+}
 
-	for (j = 0; j < nitems; j++)
+/* a conversion at t: the best live pair, else the pixel's best impression */
+static void
+credit_conversion(AttrScratch *s, int64_t t, size_t *nheap, int pv_best,
+				  int64_t pc_window, int64_t pv_window, AttrCredit *c)
+{
+	const AttrEvent *ev = s->ev;
+
+	while (*nheap > 0 && t - ((Pair *) s->heap.p)[0].imp_time > pc_window)
+		heap_pop(s, nheap);
+	if (*nheap > 0)
+	{
+		c->kind = ATTR_PC;
+		c->impression = ((Pair *) s->heap.p)[0].imp;
+	}
+	else if (pv_best >= 0 && t - ev[pv_best].time_us <= pv_window)
+	{
+		c->kind = ATTR_PV;
+		c->impression = pv_best;
+	}
+	if (c->impression >= 0)
+	{
+		c->has_campaign = ev[c->impression].has_campaign;
+		c->campaign_id = ev[c->impression].campaign_id;
+	}
+}
+
+/* the sweep over the items, pixel by pixel in time order */
+static void
+sweep(AttrScratch *s, int64_t pc_window, int64_t pv_window, AttrCredit *out)
+{
+	const AttrEvent *ev = s->ev;
+	const Item *items = s->items.p;
+	Group	   *groups = s->groups.p;
+	size_t		nheap = 0;
+	int64_t		pixel = 0;
+	int			pv_best = -1;
+	bool		have_pixel = false;
+	size_t		j;
+
+	for (j = 0; j < s->nitems; j++)
 	{
 		const Item *it = &items[j];
 		Group	   *g = it->group >= 0 ? &groups[it->group] : NULL;
@@ -609,29 +667,24 @@ attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
 				}
 				break;
 			case PH_CONVERSION:
-				{
-					AttrCredit *c = &out[it->idx];
-					int64_t		t = it->time;
-
-					while (nheap > 0 && t - ((Pair *) s->heap.p)[0].imp_time > pc_window)
-						heap_pop(s, &nheap);
-					if (nheap > 0)
-					{
-						c->kind = ATTR_PC;
-						c->impression = ((Pair *) s->heap.p)[0].imp;
-					}
-					else if (pv_best >= 0 && t - ev[pv_best].time_us <= pv_window)
-					{
-						c->kind = ATTR_PV;
-						c->impression = pv_best;
-					}
-					if (c->impression >= 0)
-					{
-						c->has_campaign = ev[c->impression].has_campaign;
-						c->campaign_id = ev[c->impression].campaign_id;
-					}
-				}
+				credit_conversion(s, it->time, &nheap, pv_best, pc_window, pv_window,
+								  &out[it->idx]);
 				break;
 		}
 	}
+}
+
+void
+attr_credit_key(AttrScratch *s, const AttrEvent *ev, int n, int64_t from_us,
+				const AttrSettings *settings, AttrCredit *out)
+{
+	int64_t		pc_window = effective(settings->pc_window_us, settings->rolling_us);
+	int64_t		pv_window = effective(settings->pv_window_us, settings->rolling_us);
+	int64_t		lo = sat_sub(from_us, pc_window > pv_window ? pc_window : pv_window);
+
+	s->ev = ev;
+	index_auctions(s, n, lo);
+	build_groups(s);
+	build_items(s, n, from_us, lo, out);
+	sweep(s, pc_window, pv_window, out);
 }
