@@ -102,7 +102,9 @@ SELECT (SELECT count(*) FROM scan_one) > 1500 AS many_conversions,
        diff('batch', 'scan_one') AS one_pass, diff('batch', 'scan_classes') AS classes,
        diff('batch', 'scan_slots') AS slots;
 -- a partition whose columns are in another order (attached), behind a
--- dropped column, is read by name: the same credits for its events
+-- dropped column, is read by name: the same credits for its events, and
+-- the same scores, read in place and through tuple slots
+CREATE TEMP TABLE scores_plain AS SELECT * FROM propensity.score_all('2026-09-21');
 CREATE TABLE reordered (junk int, pixel_id bigint, auction_id text, campaign_id bigint,
                         advertiser_id bigint, event_id text NOT NULL,
                         event_type text NOT NULL CONSTRAINT events_event_type_check
@@ -124,6 +126,18 @@ ALTER TABLE propensity.events DETACH PARTITION :day_partition;
 ALTER TABLE propensity.events ATTACH PARTITION reordered FOR VALUES FROM ('2026-09-20') TO ('2026-09-21');
 CREATE TEMP TABLE scan_reordered AS SELECT * FROM propensity.attribute_batch();
 SELECT diff('batch', 'scan_reordered') AS reordered;
+SELECT count(DISTINCT user_id) > 300 AS day_has_users,
+       (SELECT count(*) FROM propensity.score_all('2026-09-21')) = (SELECT count(*) FROM scores_plain)
+         AS same_users
+  FROM reordered;
+SET propensity.batch_fast_scan = off;
+SELECT count(*) AS score_slot_mismatches
+  FROM scores_plain s FULL JOIN propensity.score_all('2026-09-21') r USING (user_id)
+ WHERE s.user_id IS NULL OR r.user_id IS NULL OR abs(s.score - r.score) > 1e-12 OR s.features <> r.features;
+RESET propensity.batch_fast_scan;
+SELECT count(*) AS score_mismatches_all
+  FROM scores_plain s FULL JOIN propensity.score_all('2026-09-21') r USING (user_id)
+ WHERE s.user_id IS NULL OR r.user_id IS NULL OR abs(s.score - r.score) > 1e-12 OR s.features <> r.features;
 ALTER TABLE propensity.events DETACH PARTITION reordered;
 ALTER TABLE propensity.events ATTACH PARTITION :day_partition FOR VALUES FROM ('2026-09-20') TO ('2026-09-21');
 DROP TABLE reordered;

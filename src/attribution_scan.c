@@ -30,14 +30,12 @@
 #include "miscadmin.h"
 #include "partitioning/partdesc.h"
 #include "portability/instr_time.h"
-#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
 
 #include "attribution_scan.h"
 #include "huge_alloc.h"
@@ -328,44 +326,6 @@ in_phase(ScanPhase phase, int type)
 	return phase == PHASE_ALL || (type == FEAT_CN) == (phase == PHASE_CONVERSIONS);
 }
 
-/*
- * Attributes [from, to) of a heap tuple, in place, from *off (the offset of
- * attribute from; 0 for the first), which is advanced (heap_deform_tuple
- * stops at none).  Missing trailing attributes read as NULL, which is right
- * when none of them has a stored default (prop_heap_in_place checks).
- */
-static inline void
-deform_range(HeapTupleHeader tup, TupleDesc desc, int from, int to, uint32 *offp,
-			 Datum *values, bool *isnull)
-{
-	bool		hasnulls = (tup->t_infomask & HEAP_HASNULL) != 0;
-	bits8	   *bp = tup->t_bits;
-	char	   *tp = (char *) tup + tup->t_hoff;
-	int			tupnatts = HeapTupleHeaderGetNatts(tup);
-	uint32		off = *offp;
-	int			i;
-
-	for (i = from; i < to; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (i >= tupnatts || (hasnulls && att_isnull(i, bp)))
-		{
-			values[i] = (Datum) 0;
-			isnull[i] = true;
-			continue;
-		}
-		isnull[i] = false;
-		if (att->attlen == -1)
-			off = att_align_pointer(off, att->attalign, -1, tp + off);
-		else
-			off = att_align_nominal(off, att->attalign);
-		values[i] = fetchatt(att, tp + off);
-		off = att_addlength_pointer(off, att->attlen, tp + off);
-	}
-	*offp = off;
-}
-
 static bool
 over_limit(AttrScan *as, Size limit_bytes)
 {
@@ -392,13 +352,13 @@ decode_row(ColumnMap *cm, HeapTupleHeader tup, ScanPhase phase, AttrScan *as, in
 	uint32		off = 0;
 	int			c;
 
-	deform_range(tup, cm->desc, 0, cm->head, &off, cm->values, cm->nulls);
+	prop_deform_range(tup, cm->desc, 0, cm->head, &off, cm->values, cm->nulls);
 	if (unlikely(cm->nulls[cm->head - 1]))
 		return false;			/* NOT NULL: cannot happen */
 	*type = row_type(as, cm->values[cm->head - 1]);
 	if (!in_phase(phase, *type))
 		return false;
-	deform_range(tup, cm->desc, cm->head, cm->natts, &off, cm->values, cm->nulls);
+	prop_deform_range(tup, cm->desc, cm->head, cm->natts, &off, cm->values, cm->nulls);
 	for (c = 0; c < NCOLS; c++)
 	{
 		v[c] = cm->values[cm->attnums[c] - 1];
@@ -414,7 +374,7 @@ decode_row(ColumnMap *cm, HeapTupleHeader tup, ScanPhase phase, AttrScan *as, in
  * candidates filled their room.
  */
 static BlockNumber
-scan_heap(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm, BlockNumber end, ScanPhase phase,
+scan_heap(AttrScan *as, EventRead *r, ColumnMap *cm, BlockNumber end, ScanPhase phase,
 		  Size limit_bytes, bool *fits)
 {
 	BlockNumber blk;
@@ -424,7 +384,6 @@ scan_heap(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm, BlockNumber end, Scan
 	as->deferring = phase == PHASE_ALL;
 	for (blk = end; blk > 0; blk--)
 	{
-		Page		page;
 		int			i;
 
 		if (phase == PHASE_ALL && as->ncands + MaxHeapTuplesPerPage > as->capcands)
@@ -434,16 +393,13 @@ scan_heap(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm, BlockNumber end, Scan
 			*fits = false;
 			break;
 		}
-		heapgetpage((TableScanDesc) hscan, blk - 1);	/* checks for interrupts */
-		page = BufferGetPage(hscan->rs_cbuf);
 		as->cur_blk = blk - 1;
-		for (i = hscan->rs_ntuples - 1; i >= 0; i--)
+		for (i = prop_event_read_page(r, blk - 1) - 1; i >= 0; i--)	/* checks for interrupts */
 		{
+			HeapTupleHeader tup = prop_event_read_tuple(r, i, &as->cur_off);
 			int			type;
 
-			as->cur_off = hscan->rs_vistuples[i];
-			if (decode_row(cm, (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, as->cur_off)),
-						   phase, as, &type, v, isnull))
+			if (decode_row(cm, tup, phase, as, &type, v, isnull))
 				consume(as, type, v, isnull, false);
 		}
 	}
@@ -453,10 +409,9 @@ scan_heap(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm, BlockNumber end, Scan
 
 /* Add the candidates that the partition's conversions need, read again. */
 static void
-resolve_candidates(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm)
+resolve_candidates(AttrScan *as, EventRead *r, ColumnMap *cm)
 {
 	BlockNumber cur = InvalidBlockNumber;
-	Page		page = NULL;
 	Datum		v[NCOLS];
 	bool		isnull[NCOLS];
 	int			i;
@@ -471,13 +426,10 @@ resolve_candidates(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm)
 		as->nrefetched++;
 		if (c->blk != cur)
 		{
-			/* the same snapshot: the row is still visible, at the same offset */
-			heapgetpage((TableScanDesc) hscan, c->blk);
-			page = BufferGetPage(hscan->rs_cbuf);
+			(void) prop_event_read_page(r, c->blk);
 			cur = c->blk;
 		}
-		if (decode_row(cm, (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, c->off)),
-					   PHASE_OTHERS, as, &type, v, isnull))
+		if (decode_row(cm, prop_event_read_at(r, c->off), PHASE_OTHERS, as, &type, v, isnull))
 			consume(as, type, v, isnull, true);
 	}
 	as->ncands = 0;
@@ -485,26 +437,20 @@ resolve_candidates(AttrScan *as, HeapScanDesc hscan, ColumnMap *cm)
 
 /* A partition through tuple slots, in one phase (not PHASE_ALL). */
 static bool
-scan_slots(AttrScan *as, ColumnMap *cm, ScanPhase phase, Size limit_bytes)
+scan_slots(AttrScan *as, EventRead *r, ColumnMap *cm, ScanPhase phase, Size limit_bytes)
 {
-	TupleTableSlot *slot = table_slot_create(as->rel, NULL);
-	TableScanDesc scan = table_beginscan(as->rel, GetActiveSnapshot(), 0, NULL);
-	uint64		rows = 0;
-	bool		fits = true;
+	TupleTableSlot *slot = r->slot;
 	Datum		v[NCOLS];
 	bool		isnull[NCOLS];
+	bool		tick;
 
-	while (fits && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	while (prop_event_read_slot(r, &tick))
 	{
 		int			type;
 		int			c;
 
-		if ((++rows & 8191) == 0)
-		{
-			CHECK_FOR_INTERRUPTS();
-			if (over_limit(as, limit_bytes))
-				fits = false;
-		}
+		if (tick && over_limit(as, limit_bytes))
+			return false;
 		slot_getsomeattrs(slot, cm->head);
 		if (unlikely(slot->tts_isnull[cm->head - 1]))
 			continue;
@@ -519,9 +465,7 @@ scan_slots(AttrScan *as, ColumnMap *cm, ScanPhase phase, Size limit_bytes)
 		}
 		consume(as, type, v, isnull, false);
 	}
-	table_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	return fits;
+	return true;
 }
 
 /*
@@ -533,6 +477,7 @@ static bool
 scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
 {
 	ColumnMap	cm;
+	EventRead	r;
 	int			c;
 	bool		fits = true;
 
@@ -547,12 +492,10 @@ scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
 	cm.values = palloc(sizeof(Datum) * cm.natts);
 	cm.nulls = palloc(sizeof(bool) * cm.natts);
 
-	if (prop_heap_in_place(as->rel, cm.natts))
+	prop_event_read_begin(&r, as->rel, cm.natts);
+	if (r.in_place)
 	{
-		TableScanDesc scan = table_beginscan_strat(as->rel, GetActiveSnapshot(), 0, NULL,
-												   true, false);
-		HeapScanDesc hscan = (HeapScanDesc) scan;
-		BlockNumber left = scan_heap(as, hscan, &cm, hscan->rs_nblocks, phase, limit_bytes, &fits);
+		BlockNumber left = scan_heap(as, &r, &cm, r.nblocks, phase, limit_bytes, &fits);
 
 		if (phase == PHASE_ALL)
 		{
@@ -561,20 +504,23 @@ scan_relation(AttrScan *as, Oid relid, ScanPhase phase, Size limit_bytes)
 			 * conversions, then for their impressions and clicks.
 			 */
 			if (fits && left > 0)
-				(void) scan_heap(as, hscan, &cm, left, PHASE_CONVERSIONS, limit_bytes, &fits);
+				(void) scan_heap(as, &r, &cm, left, PHASE_CONVERSIONS, limit_bytes, &fits);
 			if (fits)
-				resolve_candidates(as, hscan, &cm);
+				resolve_candidates(as, &r, &cm);
 			as->ncands = 0;
 			if (fits && left > 0)
-				(void) scan_heap(as, hscan, &cm, left, PHASE_OTHERS, limit_bytes, &fits);
+				(void) scan_heap(as, &r, &cm, left, PHASE_OTHERS, limit_bytes, &fits);
 		}
-		table_endscan(scan);
 	}
 	else if (phase == PHASE_ALL)
-		fits = scan_slots(as, &cm, PHASE_CONVERSIONS, limit_bytes) &&
-			scan_slots(as, &cm, PHASE_OTHERS, limit_bytes);
+	{
+		fits = scan_slots(as, &r, &cm, PHASE_CONVERSIONS, limit_bytes);
+		table_rescan(r.scan, NULL);
+		fits = fits && scan_slots(as, &r, &cm, PHASE_OTHERS, limit_bytes);
+	}
 	else
-		fits = scan_slots(as, &cm, phase, limit_bytes);
+		fits = scan_slots(as, &r, &cm, phase, limit_bytes);
+	prop_event_read_end(&r);
 	pfree(cm.values);
 	pfree(cm.nulls);
 	table_close(as->rel, AccessShareLock);

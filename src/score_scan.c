@@ -1,25 +1,15 @@
 /*
  * score_scan.c - one partition of propensity.events into a UserTable.
  *
- * Heap partitions laid out as the install script makes them are read page
- * at a time: heapgetpage() lists the tuples visible to the snapshot, and the
- * three leading columns are decoded in place.  Anything else goes through
- * tuple slots.  Rows are batched so that their table slots can be
- * prefetched together.
+ * The partition is read by store_scan.c's EventRead: heap pages with their
+ * columns decoded in place, or tuple slots.  Rows are batched so that their
+ * table slots can be prefetched together.
  */
 #include "postgres.h"
 
-#include "access/heapam.h"
-#include "access/htup_details.h"
 #include "access/table.h"
-#include "access/tableam.h"
-#include "catalog/pg_class.h"
-#include "catalog/pg_type.h"
-#include "executor/tuptable.h"
 #include "miscadmin.h"
-#include "storage/bufmgr.h"
 #include "utils/rel.h"
-#include "utils/snapmgr.h"
 
 #include "score_scan.h"
 #include "store_scan.h"
@@ -49,6 +39,12 @@ typedef struct BatchScan
 	int64		as_of;
 	HashClass	cls;
 	Relation	rel;
+	AttrNumber	a_time;			/* the columns read */
+	AttrNumber	a_user;
+	AttrNumber	a_type;
+	int			natts;			/* attributes decoded */
+	Datum	   *values;			/* natts, in place */
+	bool	   *isnull;
 	int			nbatch;
 	PendingRow	batch[BATCH_ROWS];
 } BatchScan;
@@ -103,142 +99,73 @@ consume(BatchScan *ss, int64 event_us, const char *user, uint32 user_len,
 		flush_batch(ss);
 }
 
-/*
- * True when the partition is a heap whose first three columns are
- * event_time, user_id and event_type, NOT NULL, as the install script makes
- * them; then scan_heap_pages can decode them straight from the page.
- */
-static bool
-heap_fast_path_ok(Relation rel)
+/* One row's three columns, from values[]/isnull[] by attribute number. */
+static inline void
+consume_row(BatchScan *ss, const Datum *values, const bool *isnull)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-	static const char *const names[3] = {"event_time", "user_id", "event_type"};
-	static const Oid types[3] = {TIMESTAMPTZOID, TEXTOID, TEXTOID};
-	int			i;
+	struct varlena *user_copy = NULL;
+	struct varlena *type_copy = NULL;
+	const char *user;
+	const char *type_text;
+	uint32		user_len;
+	uint32		type_len;
 
-	if (!prop_heap_in_place(rel, 3))
-		return false;
-	for (i = 0; i < 3; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped || !att->attnotnull ||
-			att->atttypid != types[i] || strcmp(NameStr(att->attname), names[i]) != 0)
-			return false;
-	}
-	return TupleDescAttr(desc, 0)->attlen == sizeof(int64) &&
-		TupleDescAttr(desc, 0)->attalign == TYPALIGN_DOUBLE;
+	if (unlikely(isnull[ss->a_time - 1] || isnull[ss->a_user - 1] || isnull[ss->a_type - 1]))
+		return;					/* NOT NULL columns: cannot happen */
+	user = prop_text_contents(DatumGetPointer(values[ss->a_user - 1]), &user_len, &user_copy);
+	type_text = prop_text_contents(DatumGetPointer(values[ss->a_type - 1]), &type_len, &type_copy);
+	consume(ss, DatumGetTimestampTz(values[ss->a_time - 1]), user, user_len, type_text, type_len);
+	if (unlikely(user_copy != NULL))
+		pfree(user_copy);
+	if (unlikely(type_copy != NULL))
+		pfree(type_copy);
 }
 
 /*
- * Page-at-a-time over a heap: heapgetpage() pins the page and lists the
- * tuples visible to our snapshot (as heapgettup_pagemode does), and the
- * three leading columns are read in place.  Returns false when the table
- * outgrew limit_bytes.
+ * The heap's pages one by one, the columns decoded in place.  Returns
+ * false when the table outgrew limit_bytes.
  */
 static bool
-scan_heap_pages(BatchScan *ss, Size limit_bytes)
+scan_heap_pages(BatchScan *ss, EventRead *r, Size limit_bytes)
 {
-	TableScanDesc scan = table_beginscan_strat(ss->rel, GetActiveSnapshot(), 0, NULL,
-											   true, false);
-	HeapScanDesc hscan = (HeapScanDesc) scan;
+	TupleDesc	desc = RelationGetDescr(ss->rel);
 	BlockNumber blk;
-	bool		fits = true;
 
-	for (blk = 0; blk < hscan->rs_nblocks; blk++)
+	for (blk = 0; blk < r->nblocks; blk++)
 	{
-		Page		page;
+		int			ntuples;
 		int			i;
 
 		if ((blk & 63) == 0 && ut_memory(ss->table) > limit_bytes)
+			return false;
+		ntuples = prop_event_read_page(r, blk);	/* checks for interrupts */
+		for (i = 0; i < ntuples; i++)
 		{
-			fits = false;
-			break;
-		}
-		heapgetpage(scan, blk);	/* checks for interrupts */
-		page = BufferGetPage(hscan->rs_cbuf);
-		for (i = 0; i < hscan->rs_ntuples; i++)
-		{
-			HeapTupleHeader tup = (HeapTupleHeader)
-				PageGetItem(page, PageGetItemId(page, hscan->rs_vistuples[i]));
-			char	   *data = (char *) tup + tup->t_hoff;
-			uint32		off;
-			int64		event_us;
-			const char *user;
-			const char *type_text;
-			uint32		user_len;
-			uint32		type_len;
-			struct varlena *user_copy = NULL;
-			struct varlena *type_copy = NULL;
+			OffsetNumber off;
+			uint32		pos = 0;
 
-			if (unlikely(HeapTupleHeaderGetNatts(tup) < 3))
-				continue;		/* cannot happen: the columns are NOT NULL */
-			memcpy(&event_us, data, sizeof(int64));
-			off = att_align_pointer(sizeof(int64), TYPALIGN_INT, -1, data + sizeof(int64));
-			user = prop_text_contents(data + off, &user_len, &user_copy);
-			off = att_addlength_pointer(off, -1, data + off);
-			off = att_align_pointer(off, TYPALIGN_INT, -1, data + off);
-			type_text = prop_text_contents(data + off, &type_len, &type_copy);
-			consume(ss, event_us, user, user_len, type_text, type_len);
-			if (unlikely(user_copy != NULL))
-				pfree(user_copy);
-			if (unlikely(type_copy != NULL))
-				pfree(type_copy);
+			prop_deform_range(prop_event_read_tuple(r, i, &off), desc, 0, ss->natts, &pos,
+							  ss->values, ss->isnull);
+			consume_row(ss, ss->values, ss->isnull);
 		}
 	}
-	table_endscan(scan);
-	return fits;
+	return true;
 }
 
-/* Any table access method and column order, through tuple slots. */
+/* Any table access method, through tuple slots. */
 static bool
-scan_slots(BatchScan *ss, Size limit_bytes)
+scan_slots(BatchScan *ss, EventRead *r, Size limit_bytes)
 {
-	static const char *const names[3] = {"event_time", "user_id", "event_type"};
-	AttrNumber	attnums[3];
-	AttrNumber	a_time;
-	AttrNumber	a_user;
-	AttrNumber	a_type;
-	int			natts;
-	TupleTableSlot *slot;
-	TableScanDesc scan;
-	uint64		rows = 0;
-	bool		fits = true;
+	bool		tick;
 
-	prop_event_columns(ss->rel, names, NULL, 3, attnums);
-	a_time = attnums[0];
-	a_user = attnums[1];
-	a_type = attnums[2];
-	natts = Max(a_time, Max(a_user, a_type));
-	slot = table_slot_create(ss->rel, NULL);
-	scan = table_beginscan(ss->rel, GetActiveSnapshot(), 0, NULL);
-	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	while (prop_event_read_slot(r, &tick))
 	{
-		struct varlena *user;
-		struct varlena *type_text;
-
-		if ((++rows & 8191) == 0)
-		{
-			CHECK_FOR_INTERRUPTS();
-			if (ut_memory(ss->table) > limit_bytes)
-			{
-				fits = false;
-				break;
-			}
-		}
-		slot_getsomeattrs(slot, natts);
-		if (slot->tts_isnull[a_time - 1] || slot->tts_isnull[a_user - 1] ||
-			slot->tts_isnull[a_type - 1])
-			continue;			/* NOT NULL columns: cannot happen */
-		user = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(slot->tts_values[a_user - 1]));
-		type_text = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(slot->tts_values[a_type - 1]));
-		consume(ss, DatumGetTimestampTz(slot->tts_values[a_time - 1]),
-				VARDATA_ANY(user), VARSIZE_ANY_EXHDR(user),
-				VARDATA_ANY(type_text), VARSIZE_ANY_EXHDR(type_text));
+		if (tick && ut_memory(ss->table) > limit_bytes)
+			return false;
+		slot_getsomeattrs(r->slot, ss->natts);
+		consume_row(ss, r->slot->tts_values, r->slot->tts_isnull);
 	}
-	table_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	return fits;
+	return true;
 }
 
 /*
@@ -249,7 +176,10 @@ bool
 scan_partition(Oid relid, UserTable *table, const FeatModel *model, int64 as_of,
 			   HashClass cls, Size limit_bytes)
 {
+	static const char *const names[3] = {"event_time", "user_id", "event_type"};
+	AttrNumber	attnums[3];
 	BatchScan  *ss = palloc(sizeof(BatchScan));
+	EventRead	r;
 	bool		fits;
 
 	ss->rel = prop_event_partition_open(relid);
@@ -258,13 +188,23 @@ scan_partition(Oid relid, UserTable *table, const FeatModel *model, int64 as_of,
 	ss->as_of = as_of;
 	ss->cls = cls;
 	ss->nbatch = 0;
-	if (heap_fast_path_ok(ss->rel))
-		fits = scan_heap_pages(ss, limit_bytes);
+	prop_event_columns(ss->rel, names, NULL, 3, attnums);
+	ss->a_time = attnums[0];
+	ss->a_user = attnums[1];
+	ss->a_type = attnums[2];
+	ss->natts = Max(ss->a_time, Max(ss->a_user, ss->a_type));
+	ss->values = palloc(sizeof(Datum) * ss->natts);
+	ss->isnull = palloc(sizeof(bool) * ss->natts);
+	prop_event_read_begin(&r, ss->rel, ss->natts);
+	if (r.in_place)
+		fits = scan_heap_pages(ss, &r, limit_bytes);
 	else
-		fits = scan_slots(ss, limit_bytes);
+		fits = scan_slots(ss, &r, limit_bytes);
+	prop_event_read_end(&r);
 	flush_batch(ss);
 	table_close(ss->rel, AccessShareLock);
+	pfree(ss->values);
+	pfree(ss->isnull);
 	pfree(ss);
 	return fits && ut_memory(table) <= limit_bytes;
 }
-

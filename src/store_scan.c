@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 
 #include "store.h"
 #include "store_scan.h"
@@ -115,6 +116,37 @@ prop_heap_in_place(Relation rel, int natts)
 		if (TupleDescAttr(desc, i)->atthasmissing)
 			return false;
 	return true;
+}
+
+void
+prop_event_read_begin(EventRead *r, Relation rel, int natts)
+{
+	r->rel = rel;
+	r->in_place = prop_heap_in_place(rel, natts);
+	r->rows = 0;
+	r->page = NULL;
+	r->slot = NULL;
+	r->nblocks = 0;
+	if (r->in_place)
+	{
+		r->scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, NULL, true, false);
+		r->nblocks = ((HeapScanDesc) r->scan)->rs_nblocks;
+	}
+	else
+	{
+		r->slot = table_slot_create(rel, NULL);
+		r->scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	}
+}
+
+void
+prop_event_read_end(EventRead *r)
+{
+	table_endscan(r->scan);
+	if (r->slot != NULL)
+		ExecDropSingleTupleTableSlot(r->slot);
+	r->scan = NULL;
+	r->slot = NULL;
 }
 
 void
