@@ -130,8 +130,10 @@ prop_event_read_slot(EventRead *r, bool *tick)
  * of attribute from; 0 for the first), which is advanced (heap_deform_tuple
  * stops at none).  Missing trailing attributes read as NULL, which is right
  * when none of them has a stored default (prop_heap_in_place checks).
+ * Always inlined: called per row, and left out of line it costs the
+ * attribution scan about 14% of its time.
  */
-static inline void
+static pg_attribute_always_inline void
 prop_deform_range(HeapTupleHeader tup, TupleDesc desc, int from, int to, uint32 *offp,
 				  Datum *values, bool *isnull)
 {

@@ -16,15 +16,48 @@ my ($reference) = $readme =~ /^## Reference\n(.*?)^## /ms;
 ok(defined $reference, 'the README has a Reference section');
 $reference //= '';
 
-my %seen;
-while ($sql =~ /^CREATE (FUNCTION|AGGREGATE|PROCEDURE) \@extschema\@\.(\w+)\s*\(([^)]*)\)\s*(?:RETURNS\s+(\S+))?/mg) {
-    my ($kind, $name, $args, $returns) = ($1, $2, $3, $4 // '');
-    next if $seen{$name}++;
+# the headings of the Reference: `name(arguments) → result`
+my @headings = $reference =~ /^#### `([^\n]*)$/mg;
+my (%seen, %defined);
+while ($sql =~ /^CREATE (FUNCTION|AGGREGATE|PROCEDURE) \@extschema\@\.(\w+)\s*\(/mg) {
+    my ($kind, $name) = ($1, $2);
+    # the argument list, up to its closing parenthesis
+    my ($depth, $args, $pos) = (1, '', pos($sql));
+    while ($depth > 0 && $pos < length($sql)) {
+        my $c = substr($sql, $pos++, 1);
+        $depth++ if $c eq '(';
+        $depth-- if $c eq ')';
+        $args .= $c if $depth > 0;
+    }
+    my ($returns) = substr($sql, $pos, 200) =~ /^\s*RETURNS\s+(\S+)/;
+    $returns //= '';
+    $defined{$name}++;
     # the support functions of aggregates and the trigger functions
     next if $args =~ /\binternal\b/ || $returns =~ /^(internal|trigger)\b/;
-    like($reference, qr/\b\Q$name\E\b/, "$kind $name is in the README's Reference");
+    like($reference, qr/\b\Q$name\E\b/, "$kind $name is in the README's Reference") unless $seen{$name}++;
+    next if $kind ne 'PROCEDURE' && $name =~ /^(fit_irls|cron_require|cron_schedule|wake_workers)$/;
+    # its input arguments' names, in order, in one heading of the function
+    my @parts;
+    my ($d, $cur) = (0, '');
+    for my $c (split //, $args) {
+        $d++ if $c eq '(';
+        $d-- if $c eq ')';
+        if ($c eq ',' && $d == 0) { push @parts, $cur; $cur = ''; next; }
+        $cur .= $c;
+    }
+    push @parts, $cur if $cur =~ /\S/;
+    my @names;
+    for my $a (@parts) {
+        $a =~ s/^\s+//;
+        next if $a =~ /^OUT\s/;
+        $a =~ s/^(IN|INOUT|VARIADIC)\s+//;
+        push @names, $1 if $a =~ /^(\w+)/;
+    }
+    my $pattern = join('\b.*\b', map { quotemeta } @names);
+    ok((grep { /^\Q$name\E\(/ && /\b$pattern\b/ } @headings),
+       "$kind $name(" . join(', ', @names) . ") has a heading with its arguments");
 }
-cmp_ok(scalar(keys %seen), '>', 90, 'the script defines the functions');
+cmp_ok(scalar(keys %defined), '>', 90, 'the script defines the functions');
 
 # nothing points at a document outside the repository
 my @files = split /\n/, `git -C "$root" ls-files 2>/dev/null`;
