@@ -8,19 +8,20 @@
 -- sql/catalogue.sql checks that a fresh install and 0.1.0 followed by
 -- ALTER EXTENSION propensity UPDATE give the same catalogue.
 --
--- The parts below follow the order in which the product grew: the event
--- store, features, models and scores; the streaming attribution engine;
--- ingestion; fitting; training and evaluation; propensity over time; the
--- batch scan of attribution; the hardening against hostile input.
+-- The parts follow the data flow: the event store; features, models and
+-- scores; the event generator; attribution; ingestion (the embedded queue,
+-- the schema registry, the worker); fitting and evaluating models;
+-- propensity over time; and last, the worker's role and what it may write.
 \echo Use "CREATE EXTENSION propensity" to load this file. \quit
 -- ===========================================================================
--- Event store, features, models and scores.
+-- Roles, the event store and its partitions.
 -- ===========================================================================
 
 -- ---------------------------------------------------------------------------
 -- Roles: read (dashboards, analysts), write (producers, loaders), administer.
 -- Roles are cluster-wide, so they are created only when missing and survive
--- DROP EXTENSION.
+-- DROP EXTENSION.  propensity_worker is the role the ingest worker connects
+-- as (see Least privilege, at the end).
 -- ---------------------------------------------------------------------------
 DO $roles$
 BEGIN
@@ -32,6 +33,9 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'propensity_admin') THEN
         CREATE ROLE propensity_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'propensity_worker') THEN
+        CREATE ROLE propensity_worker LOGIN;
     END IF;
 END
 $roles$;
@@ -254,6 +258,95 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.drop_old_partitions(interval, timestamptz) IS
     'Retention: drops the event partitions that end before as_of - older_than, and older rows of the default partition; returns the dropped partitions';
+
+-- ---------------------------------------------------------------------------
+-- Event partitions: only the ranges that hold events, within the horizon,
+-- a bounded number per batch; a partition dropped or detached by hand is
+-- forgotten instead of breaking maintenance.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.partition_horizon(OUT horizon_start timestamptz, OUT horizon_end timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'propensity_partition_horizon'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.partition_horizon() IS
+    'Event times in [horizon_start, horizon_end) get partitions of their own (propensity.partition_max_past and partition_max_future)';
+
+CREATE FUNCTION @extschema@.ensure_partitions_for(times timestamptz[])
+RETURNS integer
+AS 'MODULE_PATHNAME', 'propensity_ensure_partitions_for'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION @extschema@.ensure_partitions_for(timestamptz[]) IS
+    'Creates the missing partitions of the ranges that hold these times (within the horizon, at most propensity.partitions_per_batch); returns how many';
+
+-- Registry rows of partitions that are no longer attached (dropped or
+-- detached by hand) are forgotten; the caller holds the creators' lock.
+CREATE FUNCTION @extschema@.forget_missing_partitions()
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM @extschema@.event_partitions p
+     WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i
+                        WHERE i.inhrelid = p.partition
+                          AND i.inhparent = '@extschema@.events'::regclass);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.forget_missing_partitions() IS
+    'Forgets the registry rows of event partitions that were dropped or detached; returns how many';
+
+CREATE FUNCTION @extschema@.maintain_partitions(max_partitions integer DEFAULT 100)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t       timestamptz;
+    created integer := 0;
+BEGIN
+    IF max_partitions IS NULL OR max_partitions < 0 THEN
+        RAISE EXCEPTION 'max_partitions must be a non-negative number, not %', max_partitions
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('propensity.events partitions'));
+    PERFORM @extschema@.forget_missing_partitions();
+    FOR t IN
+        SELECT min(d.event_time)
+          FROM @extschema@.events_default d
+         WHERE (@extschema@.partition_bounds(d.event_time)).in_horizon
+         GROUP BY (@extschema@.partition_bounds(d.event_time)).range_start
+         ORDER BY 1
+    LOOP
+        EXIT WHEN created >= max_partitions;
+        created := created + @extschema@.ensure_partitions(t, t);
+    END LOOP;
+    RETURN created;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.maintain_partitions(integer) IS
+    'Moves rows of the default partition that are within the horizon into partitions of their own, creating at most max_partitions; returns how many were created';
+
+REVOKE ALL ON FUNCTION @extschema@.forget_missing_partitions(), @extschema@.maintain_partitions(integer),
+    @extschema@.ensure_partitions_for(timestamptz[]) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION @extschema@.ensure_partitions_for(timestamptz[]) TO propensity_writer;
+
+GRANT EXECUTE ON FUNCTION @extschema@.forget_missing_partitions(), @extschema@.maintain_partitions(integer)
+    TO propensity_admin;
+
+GRANT EXECUTE ON FUNCTION @extschema@.partition_horizon() TO propensity_reader;
+
+-- ===========================================================================
+-- Features, models and scores.
+-- ===========================================================================
 
 -- ---------------------------------------------------------------------------
 -- Feature aggregates (docs/computing.md section 2)
@@ -481,6 +574,10 @@ LANGUAGE C STABLE PARALLEL RESTRICTED ROWS 100000;
 COMMENT ON FUNCTION @extschema@.score_all(timestamptz, text) IS
     'Propensity and features of every user with events up to as_of';
 
+-- ===========================================================================
+-- The event generator, and the privileges of the parts above.
+-- ===========================================================================
+
 -- ---------------------------------------------------------------------------
 -- Event generator
 -- ---------------------------------------------------------------------------
@@ -570,6 +667,12 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.event_partitions', '');
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events_default', '');
 
+-- ===========================================================================
+-- Attribution (docs/computing.md section 5): settings, the streaming engine
+-- with retractions, its changelog, current attribution, totals and
+-- lateness; the batch scan and the backfill; the dashboard view.
+-- ===========================================================================
+
 -- ---------------------------------------------------------------------------
 -- Post-click / post-view attribution (docs/computing.md section 5): the batch evaluation
 -- ---------------------------------------------------------------------------
@@ -642,12 +745,6 @@ GRANT SELECT ON @extschema@.advertiser_settings TO propensity_reader;
 GRANT INSERT, UPDATE, DELETE ON @extschema@.advertiser_settings TO propensity_admin;
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.advertiser_settings', '');
-
--- ===========================================================================
--- The streaming attribution engine (docs/computing.md section 5)
--- with retractions, its changelog, current attribution, totals, lateness and
--- the dashboard view.
--- ===========================================================================
 
 -- ---------------------------------------------------------------------------
 -- Engine state: one row.  generation counts committed engine batches, so a
@@ -814,6 +911,56 @@ COMMENT ON FUNCTION @extschema@.stream_generated_events(bigint, bigint, integer,
     'Ingests a generated stream through ingest() in arrival-order batches; returns what the batches did';
 
 -- ---------------------------------------------------------------------------
+-- The batch scan: attribute_batch() credits every stored conversion from
+-- one read of the event partitions.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.attribute_batch(skip_late boolean DEFAULT true)
+RETURNS TABLE (user_id text, advertiser_id bigint, conversion_event_id text,
+               conversion_time timestamptz, kind text, campaign_id bigint,
+               impression_event_id text)
+AS 'MODULE_PATHNAME', 'propensity_attribute_batch'
+LANGUAGE C STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+ROWS 100000;
+
+COMMENT ON FUNCTION @extschema@.attribute_batch(boolean) IS
+    'Credit of every stored conversion by docs/computing.md section 5, from one scan of the events (late ones left out unless skip_late is false); memory bounded by propensity.batch_memory';
+
+-- ---------------------------------------------------------------------------
+-- The future horizon: an event later than its ingest plus
+-- propensity.future_horizon is stored and listed as future, but neither
+-- attributed nor let move the watermark (one event dated 2999 made every
+-- later event late, for ever).  A backfill takes the watermark from the
+-- events it attributes, and with include_late recounts the listed ones.
+-- ---------------------------------------------------------------------------
+
+COMMENT ON TABLE @extschema@.attribution_late IS
+    'Events kept out of attribution: older than the ingest watermark when they arrived (late), or later than the future horizon (future); stored and counted, not attributed';
+
+COMMENT ON COLUMN @extschema@.attribution_late.watermark IS
+    'For a late event the watermark it missed; for a future one the limit it passed';
+
+COMMENT ON TABLE @extschema@.attribution_totals IS
+    'Per (advertiser, campaign): in-time impressions and clicks, PC and PV conversions, unattributed conversions (NULL campaign), late and future events';
+
+CREATE FUNCTION @extschema@.attribution_backfill(include_late boolean DEFAULT false,
+                                                 OUT conversions bigint, OUT deltas bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'propensity_attribution_backfill'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION @extschema@.attribution_backfill(boolean) IS
+    'Recomputes attribution from the stored events (late and future ones excluded, or with include_late the late list emptied first); one +1 per conversion; the watermark from the events attributed';
+
+ALTER FUNCTION @extschema@.attribution_backfill(boolean) OWNER TO propensity_worker;
+
+REVOKE ALL ON FUNCTION @extschema@.attribution_backfill(boolean) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION @extschema@.attribution_backfill(boolean) TO propensity_admin;
+
+-- ---------------------------------------------------------------------------
 -- Views
 -- ---------------------------------------------------------------------------
 -- The totals as sums of the changelog and of the stored in-time events:
@@ -923,9 +1070,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.attribution_totals', '')
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.attribution_late', '');
 
 -- ===========================================================================
--- Ingestion.  The embedded queue (topics,
--- partitions, offsets, consumer groups, retention), the Avro schema
--- registry, dead letters, and the SQL side of the ingest worker.
+-- Ingestion: the Avro schema registry, the embedded queue (topics,
+-- partitions, offsets, consumer groups, retention), dead letters, the SQL
+-- side of the ingest worker, producers and status.
 -- ===========================================================================
 
 -- ---------------------------------------------------------------------------
@@ -993,6 +1140,21 @@ COMMENT ON FUNCTION @extschema@.register_schema(text, text) IS
 
 -- The reader schema itself is the first writer schema.
 SELECT @extschema@.register_schema('events-value', @extschema@.event_schema());
+
+-- ---------------------------------------------------------------------------
+-- Schema registry: a session's decoder drops the writer schemas it loaded
+-- when the registry changes (dropped, truncated, or rows updated or
+-- deleted), so an id handed out again never decodes by the old schema.
+-- register_schema() refuses schemas over propensity.max_schema_size or
+-- nested too deep (check_writer_schema).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.avro_schemas_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'propensity_avro_schemas_changed'
+LANGUAGE C;
+
+CREATE TRIGGER avro_schemas_changed AFTER UPDATE OR DELETE ON @extschema@.avro_schemas
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.avro_schemas_changed();
 
 -- ---------------------------------------------------------------------------
 -- Topics.  Messages are stored PgQ-style: each topic has three slot tables
@@ -1110,6 +1272,63 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.drop_topic(text) IS
     'Drops a topic with its messages, subscriptions and offsets (dead letters are kept)';
+
+-- ---------------------------------------------------------------------------
+-- Topic storage left by an earlier installation.  Topic storage
+-- (queue_<id>_<slot>, queue_<id>_offsets) is made at run time, so it is not
+-- part of the extension and DROP EXTENSION leaves it in the schema; a new
+-- installation's topic ids start again at 1 and would collide with it.
+-- Before topics are inserted, the ids move past any such storage, which is
+-- kept (it may hold messages) and reported.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.topics_skip_leftovers()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seq text := pg_catalog.pg_get_serial_sequence('@extschema@.topics', 'topic_id');
+    highest integer;
+    names text;
+    used bigint;
+BEGIN
+    SELECT max(substring(c.relname FROM '^queue_([0-9]+)_')::integer),
+           string_agg(c.relname, ', ' ORDER BY c.relname)
+      INTO highest, names
+      FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = '@extschema@'::regnamespace
+       AND c.relname ~ '^queue_[0-9]+_(offsets|[0-9]+)$'
+       AND c.relkind IN ('r', 'S')
+       AND NOT EXISTS (SELECT 1 FROM @extschema@.topics t
+                        WHERE t.topic_id = substring(c.relname FROM '^queue_([0-9]+)_')::integer);
+    IF highest IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT CASE WHEN s.last_value IS NULL THEN 0 ELSE s.last_value END INTO used
+      FROM pg_catalog.pg_sequences s
+     WHERE pg_catalog.format('%I.%I', s.schemaname, s.sequencename)::regclass = seq::regclass;
+    IF highest > used THEN
+        PERFORM pg_catalog.setval(seq, highest);
+        RAISE NOTICE 'topic storage of an earlier installation is in schema %: %', '@extschema@', names
+            USING DETAIL = pg_catalog.format('New topic ids start after %s.', highest),
+                  HINT = 'Drop those tables and sequences when their messages are no longer needed.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER topics_skip_leftovers BEFORE INSERT ON @extschema@.topics
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.topics_skip_leftovers();
+
+-- ---------------------------------------------------------------------------
+-- The queue, robust to what an operator can do to it: a slot table dropped
+-- by hand is skipped (its messages are gone) instead of breaking
+-- queue_status for every topic; a retention must stay below 100 years
+-- (1000000 years overflowed every maintenance pass); one topic whose
+-- maintenance fails is reported and the others go on.
+-- ---------------------------------------------------------------------------
+ALTER TABLE @extschema@.topics
+    ADD CONSTRAINT topics_retention_bound CHECK (retention < interval '100 years') NOT VALID;
 
 -- ---------------------------------------------------------------------------
 -- Producing.  The producer's transaction id is assigned before the current
@@ -1681,10 +1900,15 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.consumer_offsets', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.dead_letters', '');
 
 -- ===========================================================================
--- Fitting logistic regression in the database
--- (Newton/IRLS; issue 6, first part): the logistic_sums() aggregate, the
--- logistic_step() solver and the fit_logistic() driver.
+-- Fitting and evaluating models in the database: logistic regression by
+-- Newton/IRLS (the logistic_sums() aggregate, the logistic_step() solver
+-- and the fit_logistic() driver), labelled examples from the event store,
+-- fits stored as model versions, evaluation on a held-out range.
 -- ===========================================================================
+
+-- ---------------------------------------------------------------------------
+-- Logistic regression
+-- ---------------------------------------------------------------------------
 
 CREATE FUNCTION @extschema@.logistic_sums_accum(internal, boolean, double precision[], double precision[])
 RETURNS internal AS 'MODULE_PATHNAME', 'propensity_logistic_sums_accum'
@@ -1772,12 +1996,6 @@ COMMENT ON FUNCTION @extschema@.fit_logistic(regclass, name, name[], double prec
 GRANT EXECUTE ON FUNCTION @extschema@.logistic_step(bytea, double precision[], double precision),
     @extschema@.fit_logistic(regclass, name, name[], double precision, double precision, integer) TO propensity_reader;
 
--- ===========================================================================
--- Training and evaluating models in the database
--- (issue 6): labelled examples from the event store, fits stored as model
--- versions, and evaluation on a held-out range stored per version.
--- ===========================================================================
-
 -- ---------------------------------------------------------------------------
 -- Model versions
 -- ---------------------------------------------------------------------------
@@ -1818,7 +2036,7 @@ COMMENT ON FUNCTION @extschema@.model_snapshot(timestamptz, integer) IS
     'score_all() for one stored model version, with each user''s inputs: transform(feature), what the coefficients multiply';
 
 -- ---------------------------------------------------------------------------
--- Labelled examples (issue 6, item 1)
+-- Labelled examples
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION @extschema@.training_examples(
     model text, as_of_from timestamptz, as_of_to timestamptz,
@@ -1883,7 +2101,7 @@ COMMENT ON FUNCTION @extschema@.training_examples(text, timestamptz, timestamptz
     'Labelled examples: for each snapshot as_of_from + k * spacing up to as_of_to, every user with an event in (as_of - lookback, as_of], the model''s inputs and score as of then, and whether the user converts in (as_of + gap, as_of + gap + horizon]';
 
 -- ---------------------------------------------------------------------------
--- Fitting (issue 6, item 2)
+-- Fitting
 -- ---------------------------------------------------------------------------
 
 -- The IRLS loop over one query returning (label boolean, inputs float8[]);
@@ -2054,7 +2272,7 @@ COMMENT ON FUNCTION @extschema@.fit_model(text, timestamptz, timestamptz, text, 
     'Fit the terms of a specification model on training_examples() over a range and store the result as the next version of a model name, used at once by functions given that name';
 
 -- ---------------------------------------------------------------------------
--- Evaluation (issue 6, item 3)
+-- Evaluation
 -- ---------------------------------------------------------------------------
 CREATE TABLE @extschema@.model_evaluations (
     evaluation_id  integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
@@ -2231,8 +2449,15 @@ GRANT SELECT ON @extschema@.model_fits, @extschema@.model_evaluations,
 GRANT INSERT, DELETE ON @extschema@.model_fits, @extschema@.model_evaluations,
     @extschema@.model_evaluation_deciles TO propensity_admin;
 
+-- ===========================================================================
+-- Propensity over time (docs/computing.md section 4): the event-time
+-- history of tracked models, current propensity and its snapshots, model
+-- versions installed without a gap, dashboard materialized views, and
+-- pg_cron schedules for rescoring and refreshing.
+-- ===========================================================================
+
 -- ---------------------------------------------------------------------------
--- Propensity over time (docs/computing.md section 4; issue 5, first part): the event-time
+-- Propensity over time (docs/computing.md section 4): the event-time
 -- history of tracked models, kept as a table and its changelog, corrected
 -- as events arrive in any order.
 -- ---------------------------------------------------------------------------
@@ -2414,13 +2639,6 @@ GRANT INSERT, DELETE ON @extschema@.history_models, @extschema@.score_history_ch
 
 GRANT DELETE ON @extschema@.score_history TO propensity_admin;
 
--- ===========================================================================
--- Propensity over time, second part (issue 5):
--- current propensity and its snapshots, dashboard materialized views over
--- the event-time history, model versions installed without a gap, and
--- pg_cron schedules for rescoring and refreshing.
--- ===========================================================================
-
 -- ---------------------------------------------------------------------------
 -- Current propensity (docs/computing.md section 4): every user's score as of now, decay
 -- since the user's last event included.
@@ -2535,7 +2753,7 @@ COMMENT ON VIEW @extschema@.latest_scores IS
     'Each model''s latest snapshot of the current propensity';
 
 -- ---------------------------------------------------------------------------
--- Model versions installed without a gap (issue 5, item 4)
+-- Model versions installed without a gap
 -- ---------------------------------------------------------------------------
 
 -- Recompute a tracked model's whole history under its latest version and
@@ -2707,7 +2925,7 @@ COMMENT ON FUNCTION @extschema@.refresh_dashboards(boolean) IS
     'Refresh the dashboard materialized views (by default concurrently: readers are never blocked)';
 
 -- ---------------------------------------------------------------------------
--- pg_cron schedules (issue 5, item 3).  Jobs are named
+-- pg_cron schedules.  Jobs are named
 -- 'propensity:<database>:<what>' and run in this database as the user who
 -- scheduled them.  Without pg_cron, these functions say what is missing and
 -- everything else works.
@@ -2884,6 +3102,25 @@ COMMENT ON FUNCTION @extschema@.unschedule(text) IS
     'Remove one of propensity''s pg_cron jobs by its name (see schedules()); false when there is none';
 
 -- ---------------------------------------------------------------------------
+-- pg_cron jobs: a timeout must be one statement_timeout can hold (1 ms to
+-- 2147483647 ms; '30 days' wrote one that failed every run, and less than
+-- a millisecond became no timeout at all); a job name longer than pg_cron's
+-- 63 bytes keeps a hash of the whole, so two long names cannot collide.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION @extschema@.cron_job_name(what text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE WHEN octet_length('propensity:' || current_database() || ':' || what) <= 63
+            THEN 'propensity:' || current_database() || ':' || what
+            ELSE 'propensity:' || md5(current_database() || ':' || what) || ':'
+                 || convert_from(substring(convert_to(what, 'UTF8') FROM 1 FOR 12), 'UTF8')
+       END;
+
+COMMENT ON FUNCTION @extschema@.cron_job_name(text) IS
+    'The pg_cron job name of one of propensity''s jobs in this database: propensity:<database>:<what>, or with a hash when that is over 63 bytes (internal)';
+
+-- ---------------------------------------------------------------------------
 -- Privileges
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION @extschema@.rescore(text, timestamptz, interval),
@@ -2913,163 +3150,9 @@ GRANT INSERT, UPDATE, DELETE ON @extschema@.snapshot_runs TO propensity_admin;
 
 GRANT UPDATE ON @extschema@.dashboard_settings TO propensity_admin;
 
--- ---------------------------------------------------------------------------
--- Topic storage left by an earlier installation.  Topic storage
--- (queue_<id>_<slot>, queue_<id>_offsets) is made at run time, so it is not
--- part of the extension and DROP EXTENSION leaves it in the schema; a new
--- installation's topic ids start again at 1 and would collide with it.
--- Before topics are inserted, the ids move past any such storage, which is
--- kept (it may hold messages) and reported.
--- ---------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.topics_skip_leftovers()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    seq text := pg_catalog.pg_get_serial_sequence('@extschema@.topics', 'topic_id');
-    highest integer;
-    names text;
-    used bigint;
-BEGIN
-    SELECT max(substring(c.relname FROM '^queue_([0-9]+)_')::integer),
-           string_agg(c.relname, ', ' ORDER BY c.relname)
-      INTO highest, names
-      FROM pg_catalog.pg_class c
-     WHERE c.relnamespace = '@extschema@'::regnamespace
-       AND c.relname ~ '^queue_[0-9]+_(offsets|[0-9]+)$'
-       AND c.relkind IN ('r', 'S')
-       AND NOT EXISTS (SELECT 1 FROM @extschema@.topics t
-                        WHERE t.topic_id = substring(c.relname FROM '^queue_([0-9]+)_')::integer);
-    IF highest IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT CASE WHEN s.last_value IS NULL THEN 0 ELSE s.last_value END INTO used
-      FROM pg_catalog.pg_sequences s
-     WHERE pg_catalog.format('%I.%I', s.schemaname, s.sequencename)::regclass = seq::regclass;
-    IF highest > used THEN
-        PERFORM pg_catalog.setval(seq, highest);
-        RAISE NOTICE 'topic storage of an earlier installation is in schema %: %', '@extschema@', names
-            USING DETAIL = pg_catalog.format('New topic ids start after %s.', highest),
-                  HINT = 'Drop those tables and sequences when their messages are no longer needed.';
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER topics_skip_leftovers BEFORE INSERT ON @extschema@.topics
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.topics_skip_leftovers();
-
 -- ===========================================================================
--- Batch attribution by a C scan of the stored
--- events (issue 4): attribute_batch(), and attribution_backfill() on top of
--- it instead of replaying the streaming engine in event-time order.
+-- The ingest worker's role, and what it alone may write.
 -- ===========================================================================
-
-CREATE FUNCTION @extschema@.attribute_batch(skip_late boolean DEFAULT true)
-RETURNS TABLE (user_id text, advertiser_id bigint, conversion_event_id text,
-               conversion_time timestamptz, kind text, campaign_id bigint,
-               impression_event_id text)
-AS 'MODULE_PATHNAME', 'propensity_attribute_batch'
-LANGUAGE C STABLE PARALLEL RESTRICTED
-SET search_path = pg_catalog, pg_temp
-ROWS 100000;
-
-COMMENT ON FUNCTION @extschema@.attribute_batch(boolean) IS
-    'Credit of every stored conversion by docs/computing.md section 5, from one scan of the events (late ones left out unless skip_late is false); memory bounded by propensity.batch_memory';
-
--- ===========================================================================
--- Hostile input cannot hurt the server.  Event
--- partitions only for the times a batch holds, bounded per batch; limits
--- on messages, batches, schemas and identifiers; events beyond the future
--- horizon kept out of attribution; derived tables written only through the
--- product's functions, and the ingest worker's own role.
--- ===========================================================================
-
--- ---------------------------------------------------------------------------
--- Event partitions: only the ranges that hold events, within the horizon,
--- a bounded number per batch; a partition dropped or detached by hand is
--- forgotten instead of breaking maintenance.
--- ---------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.partition_horizon(OUT horizon_start timestamptz, OUT horizon_end timestamptz)
-RETURNS record
-AS 'MODULE_PATHNAME', 'propensity_partition_horizon'
-LANGUAGE C STABLE PARALLEL SAFE;
-
-COMMENT ON FUNCTION @extschema@.partition_horizon() IS
-    'Event times in [horizon_start, horizon_end) get partitions of their own (propensity.partition_max_past and partition_max_future)';
-
-CREATE FUNCTION @extschema@.ensure_partitions_for(times timestamptz[])
-RETURNS integer
-AS 'MODULE_PATHNAME', 'propensity_ensure_partitions_for'
-LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-
-COMMENT ON FUNCTION @extschema@.ensure_partitions_for(timestamptz[]) IS
-    'Creates the missing partitions of the ranges that hold these times (within the horizon, at most propensity.partitions_per_batch); returns how many';
-
--- Registry rows of partitions that are no longer attached (dropped or
--- detached by hand) are forgotten; the caller holds the creators' lock.
-CREATE FUNCTION @extschema@.forget_missing_partitions()
-RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n integer;
-BEGIN
-    DELETE FROM @extschema@.event_partitions p
-     WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i
-                        WHERE i.inhrelid = p.partition
-                          AND i.inhparent = '@extschema@.events'::regclass);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
-COMMENT ON FUNCTION @extschema@.forget_missing_partitions() IS
-    'Forgets the registry rows of event partitions that were dropped or detached; returns how many';
-
-CREATE FUNCTION @extschema@.maintain_partitions(max_partitions integer DEFAULT 100)
-RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t       timestamptz;
-    created integer := 0;
-BEGIN
-    IF max_partitions IS NULL OR max_partitions < 0 THEN
-        RAISE EXCEPTION 'max_partitions must be a non-negative number, not %', max_partitions
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('propensity.events partitions'));
-    PERFORM @extschema@.forget_missing_partitions();
-    FOR t IN
-        SELECT min(d.event_time)
-          FROM @extschema@.events_default d
-         WHERE (@extschema@.partition_bounds(d.event_time)).in_horizon
-         GROUP BY (@extschema@.partition_bounds(d.event_time)).range_start
-         ORDER BY 1
-    LOOP
-        EXIT WHEN created >= max_partitions;
-        created := created + @extschema@.ensure_partitions(t, t);
-    END LOOP;
-    RETURN created;
-END
-$$;
-
-COMMENT ON FUNCTION @extschema@.maintain_partitions(integer) IS
-    'Moves rows of the default partition that are within the horizon into partitions of their own, creating at most max_partitions; returns how many were created';
-
-REVOKE ALL ON FUNCTION @extschema@.forget_missing_partitions(), @extschema@.maintain_partitions(integer),
-    @extschema@.ensure_partitions_for(timestamptz[]) FROM PUBLIC;
-
-GRANT EXECUTE ON FUNCTION @extschema@.ensure_partitions_for(timestamptz[]) TO propensity_writer;
-
-GRANT EXECUTE ON FUNCTION @extschema@.forget_missing_partitions(), @extschema@.maintain_partitions(integer)
-    TO propensity_admin;
-
-GRANT EXECUTE ON FUNCTION @extschema@.partition_horizon() TO propensity_reader;
 
 -- ---------------------------------------------------------------------------
 -- Least privilege.  The tables the pipeline derives from the events
@@ -3082,14 +3165,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.partition_horizon() TO propensity_reader;
 -- role; it has no password, and a pg_hba.conf "reject" line for it keeps
 -- clients out without affecting the worker).
 -- ---------------------------------------------------------------------------
-DO $roles$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'propensity_worker') THEN
-        CREATE ROLE propensity_worker LOGIN;
-    END IF;
-END
-$roles$;
-
 GRANT propensity_writer TO propensity_worker;
 
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON @extschema@.attribution_state, @extschema@.attribution_changelog,
@@ -3156,80 +3231,3 @@ ALTER FUNCTION @extschema@.untrack_history(text) OWNER TO propensity_worker;
 ALTER FUNCTION @extschema@.history_switch(text) OWNER TO propensity_worker;
 
 ALTER FUNCTION @extschema@.rescore(text, timestamptz, interval) OWNER TO propensity_worker;
-
--- ---------------------------------------------------------------------------
--- Schema registry: a session's decoder drops the writer schemas it loaded
--- when the registry changes (dropped, truncated, or rows updated or
--- deleted), so an id handed out again never decodes by the old schema.
--- register_schema() refuses schemas over propensity.max_schema_size or
--- nested too deep (check_writer_schema).
--- ---------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.avro_schemas_changed()
-RETURNS trigger
-AS 'MODULE_PATHNAME', 'propensity_avro_schemas_changed'
-LANGUAGE C;
-
-CREATE TRIGGER avro_schemas_changed AFTER UPDATE OR DELETE ON @extschema@.avro_schemas
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.avro_schemas_changed();
-
--- ---------------------------------------------------------------------------
--- The future horizon: an event later than its ingest plus
--- propensity.future_horizon is stored and listed as future, but neither
--- attributed nor let move the watermark (one event dated 2999 made every
--- later event late, for ever).  A backfill takes the watermark from the
--- events it attributes, and with include_late recounts the listed ones.
--- ---------------------------------------------------------------------------
-
-COMMENT ON TABLE @extschema@.attribution_late IS
-    'Events kept out of attribution: older than the ingest watermark when they arrived (late), or later than the future horizon (future); stored and counted, not attributed';
-
-COMMENT ON COLUMN @extschema@.attribution_late.watermark IS
-    'For a late event the watermark it missed; for a future one the limit it passed';
-
-COMMENT ON TABLE @extschema@.attribution_totals IS
-    'Per (advertiser, campaign): in-time impressions and clicks, PC and PV conversions, unattributed conversions (NULL campaign), late and future events';
-
-CREATE FUNCTION @extschema@.attribution_backfill(include_late boolean DEFAULT false,
-                                                 OUT conversions bigint, OUT deltas bigint)
-RETURNS record
-AS 'MODULE_PATHNAME', 'propensity_attribution_backfill'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
-
-COMMENT ON FUNCTION @extschema@.attribution_backfill(boolean) IS
-    'Recomputes attribution from the stored events (late and future ones excluded, or with include_late the late list emptied first); one +1 per conversion; the watermark from the events attributed';
-
-ALTER FUNCTION @extschema@.attribution_backfill(boolean) OWNER TO propensity_worker;
-
-REVOKE ALL ON FUNCTION @extschema@.attribution_backfill(boolean) FROM PUBLIC;
-
-GRANT EXECUTE ON FUNCTION @extschema@.attribution_backfill(boolean) TO propensity_admin;
-
--- ---------------------------------------------------------------------------
--- The queue, robust to what an operator can do to it: a slot table dropped
--- by hand is skipped (its messages are gone) instead of breaking
--- queue_status for every topic; a retention must stay below 100 years
--- (1000000 years overflowed every maintenance pass); one topic whose
--- maintenance fails is reported and the others go on.
--- ---------------------------------------------------------------------------
-ALTER TABLE @extschema@.topics
-    ADD CONSTRAINT topics_retention_bound CHECK (retention < interval '100 years') NOT VALID;
-
--- ---------------------------------------------------------------------------
--- pg_cron jobs: a timeout must be one statement_timeout can hold (1 ms to
--- 2147483647 ms; '30 days' wrote one that failed every run, and less than
--- a millisecond became no timeout at all); a job name longer than pg_cron's
--- 63 bytes keeps a hash of the whole, so two long names cannot collide.
--- ---------------------------------------------------------------------------
-CREATE FUNCTION @extschema@.cron_job_name(what text)
-RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN CASE WHEN octet_length('propensity:' || current_database() || ':' || what) <= 63
-            THEN 'propensity:' || current_database() || ':' || what
-            ELSE 'propensity:' || md5(current_database() || ':' || what) || ':'
-                 || convert_from(substring(convert_to(what, 'UTF8') FROM 1 FOR 12), 'UTF8')
-       END;
-
-COMMENT ON FUNCTION @extschema@.cron_job_name(text) IS
-    'The pg_cron job name of one of propensity''s jobs in this database: propensity:<database>:<what>, or with a hash when that is over 63 bytes (internal)';
