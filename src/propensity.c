@@ -12,6 +12,7 @@
 #include "decode.h"
 #include "models.h"
 #include "score.h"
+#include "source_kafka.h"
 #include "source_queue.h"
 #include "store_scan.h"
 #include "store_partition.h"
@@ -31,6 +32,7 @@ _PG_init(void)
 	prop_score_init();
 	prop_decode_init();
 	prop_source_queue_init();
+	prop_source_kafka_init();
 	prop_worker_init();
 
 	MarkGUCPrefixReserved("propensity");

@@ -186,7 +186,7 @@ write_dead_letters(MessageBatch *b, const char *group, const char *topic)
 									" (consumer_group, topic, partition, msg_offset, key, value, error)"
 									" SELECT $1, $2, d.p, d.o, d.k, d.v, d.e"
 									"   FROM unnest($3, $4, $5, $6, $7) AS d(p, o, k, v, e)"
-									" ON CONFLICT (consumer_group, topic, msg_offset) DO NOTHING",
+									" ON CONFLICT DO NOTHING",
 									7, types, args, NULL, false, 0);
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "dead letter insert failed: %s", SPI_result_code_string(ret));
@@ -296,13 +296,13 @@ prop_source_consume(const Source *src, const char *group, const char *topic, int
 	memset(&read, 0, sizeof(read));
 	nest = prop_pin_search_path();
 	SPI_connect();
-	st = src->read(group, topic, limit, max_bytes, &read);
+	st = src->read(src->arg, group, topic, limit, max_bytes, &read);
 	if (st == CONSUME_OK)
 	{
 		if (read.n > 0)
 			ingest_messages(group, topic, &read, isolate, res);
 		/* the position, in the same transaction as the rows */
-		src->commit(group, topic, &read, res);
+		src->commit(src->arg, group, topic, &read, res);
 	}
 	SPI_finish();
 	prop_restore_search_path(nest);
@@ -389,6 +389,8 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 	MemoryContext chunk_cxt;
 	MemoryContext oldcxt;
 	int			nest;
+	bool		kafka;
+	bool		kafka_isnull;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "replay_dead_letters() must return a record");
@@ -399,6 +401,9 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "replay chunk", ALLOCSET_DEFAULT_SIZES);
 	nest = prop_pin_search_path();
 	SPI_connect();
+	/* Kafka sources exist from 0.10.0 on; a database still at an older version has none */
+	kafka = SPI_execute("SELECT pg_catalog.to_regclass('propensity.kafka_sources') IS NOT NULL", true, 1) == SPI_OK_SELECT &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &kafka_isnull));
 	for (;;)
 	{
 		uint64		n;
@@ -414,7 +419,17 @@ propensity_replay_dead_letters(PG_FUNCTION_ARGS)
 		SPITupleTable *rows;
 
 		args[2] = Int64GetDatum(last_id);
-		if (SPI_execute_with_args("SELECT d.dead_letter_id, d.value, coalesce(s.attribute, true)"
+		if (SPI_execute_with_args(kafka ?
+								  "SELECT d.dead_letter_id, d.value, coalesce(s.attribute, k.attribute, true)"
+								  "  FROM propensity.dead_letters d"
+								  "  LEFT JOIN propensity.subscriptions s"
+								  "    ON s.consumer_group = d.consumer_group AND s.topic = d.topic"
+								  "  LEFT JOIN propensity.kafka_sources k"
+								  "    ON k.source = d.consumer_group AND k.topic = d.topic"
+								  " WHERE d.replayed_at IS NULL AND d.dead_letter_id > $3"
+								  "   AND ($1 IS NULL OR d.topic = $1) AND ($2 IS NULL OR d.consumer_group = $2)"
+								  " ORDER BY d.dead_letter_id LIMIT 1000 FOR UPDATE OF d" :
+								  "SELECT d.dead_letter_id, d.value, coalesce(s.attribute, true)"
 								  "  FROM propensity.dead_letters d"
 								  "  LEFT JOIN propensity.subscriptions s"
 								  "    ON s.consumer_group = d.consumer_group AND s.topic = d.topic"

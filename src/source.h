@@ -3,7 +3,7 @@
  * (source.c).  A source (the embedded queue, source_queue.c; later Apache
  * Kafka) implements two steps, both in the caller's transaction: read a
  * batch of messages from a consumer group's position, and commit the
- * position after that batch.  Between them prop_source_consume() does what
+ * position after that batch (source_queue.c, source_kafka.c).  Between them prop_source_consume() does what
  * every source shares: decode each message, store the events through the
  * ingest pipeline, dead-letter what cannot be decoded or stored.  Rows,
  * dead letters and position commit together or not at all, so a message is
@@ -58,12 +58,14 @@ typedef struct Source
 	 * about max_bytes of them, at least one) after its position, with SPI
 	 * connected; CONSUME_BUSY or CONSUME_PAUSED without reading.
 	 */
-	ConsumeStatus (*read) (const char *group, const char *topic, int limit, int64 max_bytes,
-						   SourceRead *read);
+	ConsumeStatus (*read) (void *arg, const char *group, const char *topic, int limit,
+						   int64 max_bytes, SourceRead *read);
 
 	/* Move the position past what read gave (n may be 0), with res's counts. */
-	void		(*commit) (const char *group, const char *topic, const SourceRead *read,
+	void		(*commit) (void *arg, const char *group, const char *topic, const SourceRead *read,
 						   const ConsumeResult *res);
+
+	void	   *arg;			/* the source's own state, passed to both */
 } Source;
 
 /*

@@ -149,7 +149,8 @@ typedef struct QueuePosition
  * snapshot) when the last one is done.
  */
 static ConsumeStatus
-queue_read(const char *group, const char *topic, int limit, int64 max_bytes, SourceRead *read)
+queue_read(void *arg, const char *group, const char *topic, int limit, int64 max_bytes,
+		   SourceRead *read)
 {
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		args[6];
@@ -317,7 +318,8 @@ commit_offsets(const char *group, const char *topic, const QueuePosition *pos)
  * per-partition offsets.
  */
 static void
-queue_commit(const char *group, const char *topic, const SourceRead *read, const ConsumeResult *res)
+queue_commit(void *arg, const char *group, const char *topic, const SourceRead *read,
+			 const ConsumeResult *res)
 {
 	const QueuePosition *pos = read->position;
 	Oid			utypes[8] = {TEXTOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID};
@@ -364,7 +366,7 @@ queue_commit(const char *group, const char *topic, const SourceRead *read, const
 	commit_offsets(group, topic, pos);
 }
 
-static const Source queue_source = {"queue", queue_read, queue_commit};
+static const Source queue_source = {"queue", queue_read, queue_commit, NULL};
 
 ConsumeStatus
 prop_consume_batch(const char *group, const char *topic, int limit, bool isolate,

@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "crash_guard.h"
+#include "source_kafka.h"
 #include "source_queue.h"
 #include "util.h"
 #include "worker.h"
@@ -260,10 +261,13 @@ claim_slot(void)
 
 typedef struct Subscription
 {
+	bool		kafka;			/* a Kafka source (group: its name), else an embedded topic */
 	char	   *group;
 	char	   *topic;
 	int			isolate;		/* messages still to take one at a time */
 	TimestampTz last_error_logged;
+	TimestampTz retry_at;		/* a Kafka source that failed waits until then */
+	int			backoff_ms;		/* and waits longer after each failure */
 } Subscription;
 
 /* the enabled subscriptions, in subs_cxt (reloaded once a second) */
@@ -323,6 +327,8 @@ load_subscriptions(void)
 	MemoryContext old_cxt = subs_cxt;
 	uint64		i;
 	int			j;
+	char	  **kafka_names = NULL;
+	int			nkafka = 0;
 
 	in_transaction = true;
 	SetCurrentStatementStartTimestamp();
@@ -338,22 +344,32 @@ load_subscriptions(void)
 		int			nest = prop_pin_search_path();
 
 		SPI_connect();
-		if (SPI_execute("SELECT consumer_group, topic FROM propensity.subscriptions"
-						" WHERE enabled ORDER BY topic, consumer_group", true, 0) != SPI_OK_SELECT)
+		if (SPI_execute("SELECT false, consumer_group, topic FROM propensity.subscriptions"
+						" WHERE enabled"
+						" UNION ALL SELECT true, source, topic FROM propensity.kafka_sources WHERE enabled"
+						" ORDER BY 1, 3, 2", true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "cannot read propensity.subscriptions");
 		subs = MemoryContextAllocZero(subs_cxt, sizeof(Subscription) * Max(SPI_processed, 1));
+		kafka_names = MemoryContextAllocZero(subs_cxt, sizeof(char *) * Max(SPI_processed, 1));
 		for (i = 0; i < SPI_processed; i++)
 		{
 			Subscription *s = &subs[nsubs++];
+			bool		isnull;
 
-			s->group = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-			s->topic = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
-			/* keep the isolation state across reloads */
+			s->kafka = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			s->group = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2));
+			s->topic = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+			if (s->kafka)
+				kafka_names[nkafka++] = s->group;
+			/* keep the isolation and retry state across reloads */
 			for (j = 0; j < nold; j++)
-				if (strcmp(old[j].group, s->group) == 0 && strcmp(old[j].topic, s->topic) == 0)
+				if (old[j].kafka == s->kafka && strcmp(old[j].group, s->group) == 0 &&
+					strcmp(old[j].topic, s->topic) == 0)
 				{
 					s->isolate = old[j].isolate;
 					s->last_error_logged = old[j].last_error_logged;
+					s->retry_at = old[j].retry_at;
+					s->backoff_ms = old[j].backoff_ms;
 				}
 		}
 		SPI_finish();
@@ -362,6 +378,8 @@ load_subscriptions(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	in_transaction = false;
+	/* the consumers of Kafka sources dropped or disabled are closed */
+	prop_kafka_close_others(kafka_names, nkafka);
 	if (old_cxt != NULL)
 		MemoryContextDelete(old_cxt);
 	return installed;
@@ -419,7 +437,10 @@ record_error_call(void *arg)
 {
 	ErrorCall  *c = arg;
 
-	prop_record_error(c->s->group, c->s->topic, c->message);
+	if (c->s->kafka)
+		prop_kafka_record_error(c->s->group, c->message);
+	else
+		prop_record_error(c->s->group, c->s->topic, c->message);
 }
 
 /*
@@ -445,6 +466,7 @@ record_error(Subscription *s, const char *message, bool log_failure)
 typedef struct BatchCall
 {
 	Subscription *s;
+	bool		position_only;	/* a Kafka source: position its consumer, read nothing */
 	ConsumeStatus status;
 	ConsumeResult res;
 } BatchCall;
@@ -454,9 +476,13 @@ batch_call(void *arg)
 {
 	BatchCall  *c = arg;
 
-	c->status = prop_consume_batch(c->s->group, c->s->topic,
-								   c->s->isolate > 0 ? 1 : propensity_batch_size,
-								   c->s->isolate > 0, &c->res);
+	int			limit = c->s->isolate > 0 ? 1 : propensity_batch_size;
+
+	if (c->s->kafka)
+		c->status = prop_kafka_consume_batch(c->s->group, c->position_only ? 0 : limit, 0,
+											 c->s->isolate > 0, &c->res);
+	else
+		c->status = prop_consume_batch(c->s->group, c->s->topic, limit, c->s->isolate > 0, &c->res);
 }
 
 /*
@@ -473,17 +499,41 @@ run_batch(Subscription *s)
 	char		activity[300];
 	bool		was_isolating = s->isolate > 0;
 	TimestampTz now;
+	bool		ok;
 	bool		log_now;
 
 	memset(&c, 0, sizeof(c));
 	c.s = s;
+	now = GetCurrentTimestamp();
+	if (s->kafka && s->retry_at > now)
+		return 0;				/* backing off */
 	snprintf(activity, sizeof(activity), "consuming %.120s for %.120s", s->topic, s->group);
-	if (run_in_transaction(batch_call, &c, activity, &edata))
+	/*
+	 * A Kafka consumer is positioned in a transaction of its own, which
+	 * stores the start offsets it resolved before any message is read.
+	 */
+	c.position_only = s->kafka && prop_kafka_needs_position(s->group);
+	ok = run_in_transaction(batch_call, &c, activity, &edata);
+	if (ok && c.position_only)
+	{
+		c.position_only = false;
+		memset(&c.res, 0, sizeof(c.res));
+		ok = run_in_transaction(batch_call, &c, activity, &edata);
+	}
+	if (ok)
 	{
 		pgstat_report_stat(false);
 		if (s->isolate > 0)
 			s->isolate = Max(s->isolate - (int) c.res.messages, 0);
+		s->backoff_ms = 0;
 		return c.status == CONSUME_OK ? c.res.messages : 0;
+	}
+	if (s->kafka)
+	{
+		/* it read past what was stored: position it again, after a while */
+		prop_kafka_invalidate(s->group);
+		s->backoff_ms = s->backoff_ms == 0 ? 1000 : Min(s->backoff_ms * 2, 60000);
+		s->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), s->backoff_ms);
 	}
 	now = GetCurrentTimestamp();
 	/* a failure that persists message by message is logged every 10 s */
@@ -491,7 +541,10 @@ run_batch(Subscription *s)
 	if (log_now)
 	{
 		ereport(LOG,
-				(errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
+				(s->kafka ?
+				 errmsg("propensity ingest worker: batch of Kafka source \"%s\" failed: %s",
+						s->group, edata->message) :
+				 errmsg("propensity ingest worker: batch of topic \"%s\" for group \"%s\" failed: %s",
 						s->topic, s->group, edata->message),
 				 errdetail("The next %d messages are consumed one at a time; one that fails again becomes a dead letter.",
 						   propensity_batch_size)));

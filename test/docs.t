@@ -16,8 +16,9 @@ my ($reference) = $readme =~ /^## Reference\n(.*?)^## /ms;
 ok(defined $reference, 'the README has a Reference section');
 $reference //= '';
 
-# the headings of the Reference: `name(arguments) → result`
-my @headings = $reference =~ /^#### `([^\n]*)$/mg;
+# the headings of the Reference, `name(arguments) → result`, and the
+# bullets of its internal functions, `name(arguments)`: ...
+my @headings = $reference =~ /^(?:#### |- )`([^\n]*)$/mg;
 my (%seen, %defined);
 while ($sql =~ /^CREATE (FUNCTION|AGGREGATE|PROCEDURE) \@extschema\@\.(\w+)\s*\(/mg) {
     my ($kind, $name) = ($1, $2);
@@ -35,7 +36,6 @@ while ($sql =~ /^CREATE (FUNCTION|AGGREGATE|PROCEDURE) \@extschema\@\.(\w+)\s*\(
     # the support functions of aggregates and the trigger functions
     next if $args =~ /\binternal\b/ || $returns =~ /^(internal|trigger)\b/;
     like($reference, qr/\b\Q$name\E\b/, "$kind $name is in the README's Reference") unless $seen{$name}++;
-    next if $kind ne 'PROCEDURE' && $name =~ /^(fit_irls|cron_require|cron_schedule|wake_workers)$/;
     # its input arguments' names, in order, in one heading of the function
     my @parts;
     my ($d, $cur) = (0, '');
