@@ -12,8 +12,8 @@
 #include "decode.h"
 #include "models.h"
 #include "score.h"
+#include "source.h"
 #include "source_kafka.h"
-#include "source_queue.h"
 #include "store_scan.h"
 #include "store_partition.h"
 #include "worker.h"
@@ -31,7 +31,7 @@ _PG_init(void)
 	prop_attr_settings_init();
 	prop_score_init();
 	prop_decode_init();
-	prop_source_queue_init();
+	prop_source_init();
 	prop_source_kafka_init();
 	prop_worker_init();
 

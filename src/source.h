@@ -14,6 +14,13 @@
 
 #include "postgres.h"
 
+/* GUCs of every source's batches */
+extern int	propensity_batch_size;	/* messages per batch */
+extern int	propensity_batch_bytes; /* message bytes per batch, kB */
+
+/* Defines the GUCs of this room (from _PG_init). */
+extern void prop_source_init(void);
+
 typedef enum ConsumeStatus
 {
 	CONSUME_OK,					/* a batch ran (it may have been empty) */

@@ -37,7 +37,6 @@
 
 #include "source.h"
 #include "source_kafka.h"
-#include "source_queue.h"
 #include "util.h"
 
 #define KAFKA_TEXT_LEN 512

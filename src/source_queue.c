@@ -29,23 +29,6 @@
 #include "source_queue.h"
 #include "util.h"
 
-int			propensity_batch_size = 10000;
-int			propensity_batch_bytes = 64 * 1024;	/* kB */
-
-void
-prop_source_queue_init(void)
-{
-	DefineCustomIntVariable("propensity.batch_size",
-							"Messages the ingest worker consumes per transaction.",
-							NULL, &propensity_batch_size, 10000, 1, 1000000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("propensity.batch_bytes",
-							"Message bytes the ingest worker consumes per transaction.",
-							"A batch ends at propensity.batch_size messages or at this many bytes of messages, whichever comes first (at least one message).",
-							&propensity_batch_bytes, 64 * 1024, 64, MAX_KILOBYTES,
-							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
-}
-
 static char *
 read_query(Oid topic_id)
 {

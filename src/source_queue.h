@@ -10,12 +10,6 @@
 
 #include "source.h"
 
-extern int	propensity_batch_size;	/* messages per batch */
-extern int	propensity_batch_bytes; /* message bytes per batch, kB */
-
-/* Defines the GUCs of this room (from _PG_init). */
-extern void prop_source_queue_init(void);
-
 /*
  * Consume up to limit messages of topic for group, in the current
  * transaction (READ COMMITTED).  With isolate, a failure to store the
