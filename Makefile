@@ -7,7 +7,7 @@ MODULE_big = propensity
 
 CORE_OBJS = src/core/features.o src/core/generator.o
 GLUE_OBJS = src/propensity.o src/util.o src/huge_alloc.o src/worker.o src/crash_guard.o
-GLUE_OBJS += src/source_queue.o src/source_kafka.o src/source.o src/decode.o src/ingest.o src/store.o src/store_scan.o src/store_partition.o
+GLUE_OBJS += src/source_queue.o src/source_kafka.o src/source.o src/decode.o src/schema_registry.o src/ingest.o src/store.o src/store_scan.o src/store_partition.o
 GLUE_OBJS += src/attribution_settings.o src/attribution_engine.o src/attribution_changelog.o
 GLUE_OBJS += src/attribution_scan.o src/attribution_backfill.o src/attribution_agg.o
 GLUE_OBJS += src/score.o src/score_scan.o src/history.o src/models.o src/schedule.o
@@ -26,7 +26,7 @@ REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CPPFLAGS = -I$(srcdir)/src -DPROPENSITY_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(PG_CFLAGS_EXTRA)
-SHLIB_LINK = -lavro -lrdkafka -lm
+SHLIB_LINK = -lavro -lrdkafka -lcurl -lm
 
 EXTRA_CLEAN = test/kafka/mock_cluster test/core/test_core test/core/test_core_vg test/core/test_avro test/core/test_avro_vg src/core/event_schema.h test/core/fuzz_generator test/fuzz/fuzz_avro results regression.diffs regression.out tmp_check
 

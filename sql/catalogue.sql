@@ -103,8 +103,11 @@ aspects AS (
     SELECT 'table propensity.dashboard_settings', 'rows',
            (SELECT string_agg(d::text, '; ') FROM propensity.dashboard_settings d)
     UNION ALL
+    -- the tables pg_dump dumps and their conditions: a set (their order is the order of creation)
     SELECT 'extension config', 'dump',
-           (SELECT format('%s %s', extconfig::regclass[], extcondition) FROM pg_extension WHERE extname = 'propensity')),
+           (SELECT string_agg(format('%s %s', c.tbl::regclass, c.cond), ', ' ORDER BY c.tbl::regclass::text)
+              FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS c(tbl, cond)
+             WHERE e.extname = 'propensity')),
 ins AS (INSERT INTO catalogue_snapshot SELECT install, object, aspect, coalesce(definition, '') FROM aspects
         RETURNING 1)
 SELECT count(*) FROM ins

@@ -1,13 +1,99 @@
 -- propensity 0.9.0 -> 0.10.0: Apache Kafka sources (librdkafka), consumed
 -- by the ingest worker with the offsets stored in the transaction of the
--- events; dead letters keyed by partition too, since Kafka offsets are
--- per partition.
+-- events; an external schema registry (libcurl) for unknown schema ids;
+-- dead letters keyed by partition too, since Kafka offsets are per
+-- partition.
 \echo Use "ALTER EXTENSION propensity UPDATE TO '0.10.0'" to load this file. \quit
 
 ALTER TABLE @extschema@.dead_letters
     DROP CONSTRAINT dead_letters_consumer_group_topic_msg_offset_key,
     ADD CONSTRAINT dead_letters_consumer_group_topic_partition_msg_offset_key
         UNIQUE (consumer_group, topic, partition, msg_offset);
+
+-- ---------------------------------------------------------------------------
+-- An external schema registry: writer schemas of ids the embedded registry
+-- does not hold are asked of a Confluent-compatible registry over HTTP
+-- (GET <url>/schemas/ids/<id>) and kept in avro_schemas under their id.
+-- The credentials are readable by admins and the worker only.
+-- ---------------------------------------------------------------------------
+CREATE TABLE @extschema@.schema_registry (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    url       text NOT NULL CHECK (url ~ '^https?://[^[:space:]]+$'),
+    username  text,
+    password  text,
+    timeout   interval NOT NULL DEFAULT '5 seconds'
+              CHECK (timeout >= interval '1 millisecond' AND timeout <= interval '1 minute')
+);
+
+COMMENT ON TABLE @extschema@.schema_registry IS
+    'The Confluent-compatible schema registry asked for writer schemas the embedded registry does not hold (one row, or none); readable by propensity_admin and the worker only';
+
+CREATE FUNCTION @extschema@.set_schema_registry(url text, username text DEFAULT NULL,
+                                                password text DEFAULT NULL,
+                                                timeout interval DEFAULT '5 seconds')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF url IS NULL THEN
+        DELETE FROM @extschema@.schema_registry;
+        RETURN;
+    END IF;
+    IF url !~ '^https?://[^[:space:]]+$' THEN
+        RAISE EXCEPTION 'the schema registry''s url must be an http:// or https:// address, not "%"', url
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout IS NULL OR timeout < interval '1 millisecond' OR timeout > interval '1 minute' THEN
+        RAISE EXCEPTION 'the schema registry''s timeout must be between 1 millisecond and 1 minute'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.schema_registry AS r (singleton, url, username, password, timeout)
+    VALUES (true, url, username, password, timeout)
+    ON CONFLICT (singleton) DO UPDATE
+       SET url = EXCLUDED.url, username = EXCLUDED.username, password = EXCLUDED.password,
+           timeout = EXCLUDED.timeout;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.set_schema_registry(text, text, text, interval) IS
+    'Sets (or with a NULL url removes) the Confluent-compatible schema registry asked for unknown schema ids, with basic-auth credentials and a timeout';
+
+CREATE FUNCTION @extschema@.registry_cache_schema(schema_id integer, schema text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seq text := pg_catalog.pg_get_serial_sequence('@extschema@.avro_schemas', 'schema_id');
+BEGIN
+    PERFORM @extschema@.check_writer_schema(schema);
+    INSERT INTO @extschema@.avro_schemas (schema_id, subject, version, schema)
+    VALUES (registry_cache_schema.schema_id, 'schema-registry', registry_cache_schema.schema_id,
+            registry_cache_schema.schema)
+    ON CONFLICT DO NOTHING;
+    -- ids handed out here later start after it
+    PERFORM pg_catalog.setval(seq, greatest(coalesce(pg_catalog.pg_sequence_last_value(seq::regclass), 1),
+                                            registry_cache_schema.schema_id));
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.registry_cache_schema(integer, text) IS
+    'Keeps a writer schema fetched from the schema registry in avro_schemas under its id (internal)';
+
+REVOKE ALL ON FUNCTION @extschema@.set_schema_registry(text, text, text, interval),
+    @extschema@.registry_cache_schema(integer, text) FROM PUBLIC;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.schema_registry TO propensity_admin;
+
+GRANT SELECT ON @extschema@.schema_registry TO propensity_worker;
+
+GRANT EXECUTE ON FUNCTION @extschema@.set_schema_registry(text, text, text, interval),
+    @extschema@.registry_cache_schema(integer, text) TO propensity_admin;
+
+GRANT EXECUTE ON FUNCTION @extschema@.registry_cache_schema(integer, text) TO propensity_worker;
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.schema_registry', '');
 
 -- ===========================================================================
 -- Apache Kafka sources.  The ingest worker consumes a Kafka topic through

@@ -31,6 +31,7 @@
 #include "utils/typcache.h"
 
 #include "decode.h"
+#include "schema_registry.h"
 #include "util.h"
 #include "core/avro_decode.h"
 #include "core/event_schema.h"
@@ -133,6 +134,51 @@ get_codec(void)
 }
 
 /*
+ * Schema `id`, not in the embedded registry, from the schema registry over
+ * HTTP when one is configured: loaded into the codec, and kept in
+ * propensity.avro_schemas when this role may.  false and an error text
+ * that names the id otherwise.
+ */
+static bool
+registry_schema(int32 id, char *err)
+{
+	char		why[REGISTRY_ERR_LEN];
+	char	   *json = NULL;
+
+	switch (prop_registry_fetch(id, (Size) propensity_max_schema_size, &json, why))
+	{
+		case REGISTRY_NONE:
+			snprintf(err, AVRO_ERR_LEN, "unknown schema id %d", id);
+			return false;
+		case REGISTRY_MISSING:
+			snprintf(err, AVRO_ERR_LEN, "unknown schema id %d, in the schema registry too", id);
+			return false;
+		case REGISTRY_FAILED:
+			snprintf(err, AVRO_ERR_LEN, "unknown schema id %d here; %s", id, why);
+			return false;
+		case REGISTRY_FOUND:
+			break;
+	}
+	if (strlen(json) > (size_t) propensity_max_schema_size)
+	{
+		snprintf(err, AVRO_ERR_LEN, "schema id %d of the schema registry is larger than propensity.max_schema_size (%d bytes)",
+				 id, propensity_max_schema_size);
+		return false;
+	}
+	avro_codec_set_cache_limit(codec, (size_t) propensity_schema_cache_size * 1024);
+	if (avro_codec_check_writer(codec, id, json, strlen(json), err) != 0)
+	{
+		char		tmp[AVRO_ERR_LEN];
+
+		snprintf(tmp, sizeof(tmp), "schema id %d of the schema registry: %s", id, err);
+		strlcpy(err, tmp, AVRO_ERR_LEN);
+		return false;
+	}
+	prop_registry_cache(id, json);
+	return true;
+}
+
+/*
  * Load writer schema `id` from the registry into the codec.  Needs an SPI
  * connection.  false and an error text when it is missing or unusable.
  */
@@ -155,10 +201,7 @@ load_schema(int32 id, char *err)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "schema lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
-	{
-		snprintf(err, AVRO_ERR_LEN, "unknown schema id %d", id);
-		return false;
-	}
+		return registry_schema(id, err);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (toast_raw_datum_size(d) - VARHDRSZ > (Size) propensity_max_schema_size)
 	{
