@@ -1998,6 +1998,7 @@ CREATE TABLE @extschema@.kafka_sources (
     topic             text NOT NULL CHECK (topic ~ '^[A-Za-z0-9._-]{1,249}$'),
     start_from        text NOT NULL DEFAULT 'earliest',
     attribute         boolean NOT NULL DEFAULT true,
+    kafka_group       text CHECK (kafka_group <> ''),
     enabled           boolean NOT NULL DEFAULT true,
     offsets_epoch     bigint NOT NULL DEFAULT 0,
     created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -2012,6 +2013,9 @@ CREATE TABLE @extschema@.kafka_sources (
 
 COMMENT ON TABLE @extschema@.kafka_sources IS
     'Kafka topics the ingest worker consumes: where (bootstrap_servers, topic), where to start without a stored offset (earliest, latest or a time), attribution on or off; and the counters of the worker''s batches';
+
+COMMENT ON COLUMN @extschema@.kafka_sources.kafka_group IS
+    'A Kafka consumer group the worker also commits the stored offsets to after each batch, for Kafka''s own lag tools (NULL: none); the offsets in kafka_offsets stay the ones that count';
 
 COMMENT ON COLUMN @extschema@.kafka_sources.offsets_epoch IS
     'Moved by reset_kafka_offsets() and set_kafka_offsets(): a consumer positioned before it is positioned again from kafka_offsets';
@@ -2081,7 +2085,8 @@ COMMENT ON FUNCTION @extschema@.kafka_check_start(text) IS
 CREATE FUNCTION @extschema@.create_kafka_source(source text, bootstrap_servers text, topic text,
                                                 properties jsonb DEFAULT '{}',
                                                 start_from text DEFAULT 'earliest',
-                                                attribute boolean DEFAULT true)
+                                                attribute boolean DEFAULT true,
+                                                kafka_group text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2089,8 +2094,8 @@ AS $$
 BEGIN
     PERFORM @extschema@.kafka_check_start(start_from);
     PERFORM @extschema@.kafka_check_properties(coalesce(properties, '{}'));
-    INSERT INTO @extschema@.kafka_sources (source, bootstrap_servers, topic, start_from, attribute)
-    VALUES (source, bootstrap_servers, topic, start_from, coalesce(attribute, true));
+    INSERT INTO @extschema@.kafka_sources (source, bootstrap_servers, topic, start_from, attribute, kafka_group)
+    VALUES (source, bootstrap_servers, topic, start_from, coalesce(attribute, true), kafka_group);
     INSERT INTO @extschema@.kafka_source_properties (source, name, value)
     SELECT create_kafka_source.source, p.key, p.value
       FROM jsonb_each_text(coalesce(properties, '{}')) p;
@@ -2098,8 +2103,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean) IS
-    'Declares a Kafka topic the ingest worker consumes: brokers, topic, librdkafka properties (kept readable by admins only), the start position of partitions without a stored offset (earliest, latest or a time) and whether attribution runs';
+COMMENT ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean, text) IS
+    'Declares a Kafka topic the ingest worker consumes: brokers, topic, librdkafka properties (kept readable by admins only), the start position of partitions without a stored offset (earliest, latest or a time), whether attribution runs, and a Kafka consumer group to commit the offsets to as well';
 
 CREATE FUNCTION @extschema@.alter_kafka_source(source text, bootstrap_servers text DEFAULT NULL,
                                                properties jsonb DEFAULT NULL,
@@ -2234,7 +2239,7 @@ SELECT k.source, k.topic, o.partition, k.enabled, o.next_offset, o.high_watermar
 COMMENT ON VIEW @extschema@.kafka_status IS
     'Per Kafka source and partition: the stored offset, the broker''s high watermark, lag, consumption rate, last batch, dead letters and last error (no properties)';
 
-REVOKE ALL ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean),
+REVOKE ALL ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean, text),
     @extschema@.alter_kafka_source(text, text, jsonb, boolean, boolean),
     @extschema@.drop_kafka_source(text), @extschema@.reset_kafka_offsets(text, text),
     @extschema@.set_kafka_offsets(text, integer[], bigint[]),
@@ -2248,7 +2253,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.kafka_source_properties TO p
 
 GRANT INSERT, UPDATE, DELETE ON @extschema@.kafka_offsets TO propensity_admin;
 
-GRANT EXECUTE ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean),
+GRANT EXECUTE ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean, text),
     @extschema@.alter_kafka_source(text, text, jsonb, boolean, boolean),
     @extschema@.drop_kafka_source(text), @extschema@.reset_kafka_offsets(text, text),
     @extschema@.set_kafka_offsets(text, integer[], bigint[]),

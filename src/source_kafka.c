@@ -67,6 +67,8 @@ typedef struct KafkaConsumer
 	int			nparts;
 	int64	   *next;			/* malloc'd, per partition: the next offset to read */
 	int64	   *hw_written;		/* high watermark last written */
+	bool		commit_group;	/* commit the offsets to the Kafka group (kafka_group) */
+	int64	   *group_committed;	/* offsets last committed to it */
 	TimestampTz metadata_at;
 	pthread_mutex_t lock;		/* error and log may be written by librdkafka's threads */
 	char		error[KAFKA_TEXT_LEN];	/* the last error reported, "" none */
@@ -139,7 +141,7 @@ emit_log(KafkaConsumer *kc)
 static const char *const reserved_properties[] = {
 	"bootstrap.servers", "metadata.broker.list", "group.id", "group.instance.id",
 	"enable.auto.commit", "enable.auto.offset.store", "auto.commit.enable",
-	"auto.commit.interval.ms", "enable.partition.eof", "log.queue",
+	"auto.commit.interval.ms", "enable.partition.eof", "log.queue", "allow.auto.create.topics",
 	"plugin.library.paths", "ssl.engine.location", "sasl.kerberos.kinit.cmd",
 	"interceptors"
 };
@@ -258,6 +260,8 @@ consumer_close(KafkaConsumer *kc)
 	kc->next = NULL;
 	free(kc->hw_written);
 	kc->hw_written = NULL;
+	free(kc->group_committed);
+	kc->group_committed = NULL;
 	kc->positioned = false;
 	kc->nparts = 0;
 }
@@ -291,6 +295,7 @@ typedef struct SourceRow
 	char	   *bootstrap;
 	char	   *topic;
 	char	   *start_from;
+	char	   *kafka_group;	/* NULL: commit to no Kafka group */
 	bool		attribute;
 	bool		enabled;
 	int64		epoch;
@@ -313,7 +318,8 @@ read_source(const char *source, SourceRow *row)
 	StringInfoData fp;
 	uint64		i;
 
-	if (SPI_execute_with_args("SELECT bootstrap_servers, topic, start_from, attribute, enabled, offsets_epoch"
+	if (SPI_execute_with_args("SELECT bootstrap_servers, topic, start_from, attribute, enabled, offsets_epoch,"
+							  "       kafka_group"
 							  "  FROM propensity.kafka_sources WHERE source = $1"
 							  " FOR NO KEY UPDATE SKIP LOCKED", 1, &type, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "Kafka source lookup failed");
@@ -334,6 +340,7 @@ read_source(const char *source, SourceRow *row)
 	row->attribute = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	row->enabled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 	row->epoch = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull));
+	row->kafka_group = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 7);
 	if (SPI_execute_with_args("SELECT name, value FROM propensity.kafka_source_properties"
 							  " WHERE source = $1 ORDER BY name", 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "Kafka source properties lookup failed");
@@ -341,7 +348,8 @@ read_source(const char *source, SourceRow *row)
 	row->names = palloc(sizeof(char *) * Max(row->nprops, 1));
 	row->values = palloc(sizeof(char *) * Max(row->nprops, 1));
 	initStringInfo(&fp);
-	appendStringInfo(&fp, "%s\n%s\n", row->bootstrap, row->topic);
+	appendStringInfo(&fp, "%s\n%s\n%s\n", row->bootstrap, row->topic,
+					 row->kafka_group != NULL ? row->kafka_group : "");
 	for (i = 0; i < SPI_processed; i++)
 	{
 		row->names[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
@@ -371,11 +379,15 @@ consumer_open(KafkaConsumer *kc, const SourceRow *row)
 			set_property(conf, row->names[i], row->values[i], true);
 		/* what the product needs */
 		set_property(conf, "bootstrap.servers", row->bootstrap, false);
-		set_property(conf, "group.id", psprintf("propensity.%s", kc->source), false);
+		set_property(conf, "group.id",
+					 row->kafka_group != NULL ? row->kafka_group : psprintf("propensity.%s", kc->source),
+					 false);
 		set_property(conf, "enable.auto.commit", "false", false);
 		set_property(conf, "enable.auto.offset.store", "false", false);
 		set_property(conf, "enable.partition.eof", "false", false);
 		set_property(conf, "log.queue", "true", false);
+		/* a consumer reads topics; it does not make them */
+		set_property(conf, "allow.auto.create.topics", "false", false);
 	}
 	PG_CATCH();
 	{
@@ -397,6 +409,7 @@ consumer_open(KafkaConsumer *kc, const SourceRow *row)
 	rd_kafka_poll_set_consumer(kc->rk);
 	(void) rd_kafka_set_log_queue(kc->rk, NULL);
 	kc->fingerprint = strdup(row->fingerprint);
+	kc->commit_group = row->kafka_group != NULL;
 	strlcpy(kc->topic, row->topic, sizeof(kc->topic));
 	kc->positioned = false;
 	if (kc->fingerprint == NULL)
@@ -599,14 +612,17 @@ position(KafkaConsumer *kc, const SourceRow *row)
 				 errmsg("cannot assign the partitions of Kafka topic \"%s\": %s", kc->topic, rd_kafka_err2str(err))));
 	free(kc->next);
 	free(kc->hw_written);
+	free(kc->group_committed);
 	kc->next = malloc(sizeof(int64) * nparts);
 	kc->hw_written = malloc(sizeof(int64) * nparts);
-	if (kc->next == NULL || kc->hw_written == NULL)
+	kc->group_committed = malloc(sizeof(int64) * nparts);
+	if (kc->next == NULL || kc->hw_written == NULL || kc->group_committed == NULL)
 		ereport(FATAL, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	for (p = 0; p < nparts; p++)
 	{
 		kc->next[p] = stored[p];
 		kc->hw_written[p] = -1;
+		kc->group_committed[p] = -1;
 	}
 	kc->nparts = nparts;
 	kc->epoch = row->epoch;
@@ -926,6 +942,27 @@ prop_kafka_consume_batch(const char *source, int limit, int wait_ms, bool isolat
 		slot = &consumers[i];
 	}
 	return consume_with(*slot, source, limit, wait_ms, false, isolate, res);
+}
+
+void
+prop_kafka_commit_group(const char *source)
+{
+	KafkaConsumer **slot = find_consumer(source);
+	KafkaConsumer *kc;
+	rd_kafka_topic_partition_list_t *list;
+	int			p;
+
+	if (slot == NULL || !(kc = *slot)->commit_group || !kc->positioned)
+		return;
+	list = rd_kafka_topic_partition_list_new(kc->nparts);
+	for (p = 0; p < kc->nparts; p++)
+		if (kc->next[p] != kc->group_committed[p])
+			rd_kafka_topic_partition_list_add(list, kc->topic, p)->offset = kc->next[p];
+	/* asynchronous: its outcome matters to Kafka's lag tools only */
+	if (list->cnt > 0 && rd_kafka_commit(kc->rk, list, 1) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		for (p = 0; p < list->cnt; p++)
+			kc->group_committed[list->elems[p].partition] = list->elems[p].offset;
+	rd_kafka_topic_partition_list_destroy(list);
 }
 
 bool

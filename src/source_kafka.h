@@ -39,6 +39,14 @@ extern bool prop_kafka_needs_position(const char *source);
  */
 extern void prop_kafka_invalidate(const char *source);
 
+/*
+ * After a batch of the source committed: commit its offsets to the Kafka
+ * consumer group named by kafka_group too, if any (asynchronously), so that
+ * Kafka's lag tools see the progress.  The stored offsets stay the ones
+ * that count.
+ */
+extern void prop_kafka_commit_group(const char *source);
+
 /* Close the consumers of sources not in names[n] (the worker, once a second). */
 extern void prop_kafka_close_others(char **names, int n);
 

@@ -522,6 +522,8 @@ run_batch(Subscription *s)
 	}
 	if (ok)
 	{
+		if (s->kafka && c.res.messages > 0)
+			prop_kafka_commit_group(s->group);
 		pgstat_report_stat(false);
 		if (s->isolate > 0)
 			s->isolate = Max(s->isolate - (int) c.res.messages, 0);

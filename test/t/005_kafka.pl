@@ -114,7 +114,8 @@ sub wait_for
 # ---- (a) JSON by kcat: every message stored once, by identity ----
 my @lines = map { json_message("j$_", "u" . ($_ % 97), 'IM', 1790000000000 + $_ * 1000) } 1 .. 3000;
 kcat_lines('ev', [ @lines[0 .. 1499] ]);
-$node->safe_psql('postgres', "SELECT propensity.create_kafka_source('ev', '$bootstrap', 'ev', attribute => false)");
+$node->safe_psql('postgres',
+	"SELECT propensity.create_kafka_source('ev', '$bootstrap', 'ev', attribute => false, kafka_group => 'pg-lag')");
 kcat_lines('ev', [ @lines[1500 .. 2999] ]);
 wait_for('the worker to store 3000 events', 'SELECT count(*) FROM propensity.events', '3000');
 my $ids = join(',', map { "('j$_')" } 1 .. 3000);
@@ -130,6 +131,23 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
 	"SELECT count(*), sum(lag) FROM propensity.kafka_status WHERE source = 'ev'"),
 	'4|0', 'status shows the four partitions without lag');
+# the worker commits the offsets to the Kafka group too, for Kafka's own
+# tools: a consumer of that group (kcat, committing nothing itself) finds
+# nothing left, where one of a group never committed reads everything
+sub group_backlog
+{
+	my ($group) = @_;
+	my $out = `kcat -b $bootstrap -G $group -X auto.offset.reset=earliest -X enable.auto.commit=false -e -q -f '%o\\n' ev 2>/dev/null`;
+	return scalar(split /\n/, $out);
+}
+is(group_backlog('pg-none'), 3000, 'a group never committed to has the whole topic left');
+my $backlog;
+for my $try (1 .. 20)
+{
+	last if ($backlog = group_backlog('pg-lag')) == 0;
+	usleep(500_000);
+}
+is($backlog, 0, 'the source\'s Kafka group has nothing left: the worker committed its offsets');
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'propensity ingest worker'
 	   AND usename = 'propensity_worker'}), '1', 'the worker runs as propensity_worker');
