@@ -14,27 +14,84 @@
 # is shown, then the dashboard views by day, current propensity and its
 # snapshot, the pg_cron schedules, and a new seed version taking over the
 # history.
+# SOURCE=kafka runs the same on Apache Kafka: librdkafka's mock cluster
+# (test/kafka/mock_cluster) stands in for a broker, confluent-kafka
+# (docker/kafka_produce.py) produces to it, and the worker consumes it as a
+# Kafka source.
 # KEEP=1 leaves the server running.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 EVENTS=${EVENTS:-200000}
 USERS=${USERS:-20000}
 DIR=${DEMO_DIR:-/tmp/propensity-demo}
+SOURCE=${SOURCE:-queue}
+case "$SOURCE" in queue|kafka) ;; *) echo "SOURCE must be queue or kafka, not $SOURCE" >&2; exit 2 ;; esac
 
 bash "$src/docker/install-deps.sh"
 . "$src/docker/pg-temp.sh"
 build_and_install "$src"
 pg_temp_start "$DIR" 5496 "shared_preload_libraries = 'propensity,pg_cron'" \
     "cron.database_name = 'demo'" "cron.use_background_workers = on"
-if [ "${KEEP:-0}" != 1 ]; then trap 'pg_temp_stop "$DIR"' EXIT; fi
+if [ "${KEEP:-0}" != 1 ]; then trap 'pg_temp_stop "$DIR"; stop_kafka' EXIT; fi
+
+stop_kafka() { [ -z "${mock_pid:-}" ] || kill "$mock_pid" "$hold_pid" 2>/dev/null || true; }
+if [ "$SOURCE" = kafka ]; then
+    # the broker: librdkafka's mock cluster, one broker, topic events with 8 partitions
+    make -C "$src" -s test/kafka/mock_cluster
+    rm -f "$DIR/mock.in"; mkfifo "$DIR/mock.in"
+    sleep infinity > "$DIR/mock.in" & hold_pid=$!
+    "$src/test/kafka/mock_cluster" 1 events:8 < "$DIR/mock.in" > "$DIR/mock.out" 2> "$DIR/mock.err" &
+    mock_pid=$!
+    for _ in $(seq 100); do [ -s "$DIR/mock.out" ] && break; sleep 0.1; done
+    bootstrap=$(head -1 "$DIR/mock.out")
+    echo "== Kafka: librdkafka's mock cluster at $bootstrap stands in for a broker"
+    SETUP_SQL="SELECT propensity.create_kafka_source('events', '$bootstrap', 'events', kafka_group => 'propensity-demo');"
+    # messages reach Kafka through confluent-kafka, fed by the server (COPY TO PROGRAM)
+    to_kafka="COPY (SELECT k, m FROM (SELECT unnest(keys) AS k, replace(encode(unnest(msgs), 'base64'), E'\\n', '') AS m FROM batch) b)
+              TO PROGRAM '/usr/bin/python3 $src/docker/kafka_produce.py $bootstrap events'"
+    LAG_SQL="SELECT $EVENTS - coalesce(sum(next_offset), 0) FROM propensity.kafka_offsets WHERE source = 'events'"
+    STATUS_SQL="SELECT partition, next_offset, high_watermark, lag, round(messages_per_second) AS msgs_per_s, dead_letters, last_error
+  FROM propensity.kafka_status ORDER BY partition;
+SELECT messages, dead_letters, batches FROM propensity.kafka_sources;"
+    CONSUMED_SQL="SELECT messages FROM propensity.kafka_sources"
+    REDELIVER_SQL="CREATE TEMP TABLE batch AS
+SELECT ARRAY(SELECT user_id FROM propensity.events ORDER BY event_id LIMIT 10000) AS keys,
+       propensity.encode_events(ARRAY(SELECT e FROM propensity.events e ORDER BY event_id LIMIT 10000)) AS msgs;
+$to_kafka;
+DO \$\$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT sum(next_offset) FROM propensity.kafka_offsets WHERE source = 'events') = $EVENTS + 10000;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+\$\$;"
+else
+    SETUP_SQL="SELECT propensity.create_topic('events', partitions => 8);
+SELECT propensity.subscribe('events');"
+    LAG_SQL="SELECT sum(lag) FROM propensity.queue_lag('events')"
+    STATUS_SQL="SELECT partition, committed_offset, lag, round(messages_per_second) AS msgs_per_s, dead_letters, last_error
+  FROM propensity.queue_status ORDER BY partition;
+SELECT messages, dead_letters, batches FROM propensity.subscriptions;"
+    CONSUMED_SQL="SELECT messages FROM propensity.subscriptions"
+    REDELIVER_SQL="SELECT propensity.produce_many('events', ARRAY(SELECT user_id FROM propensity.events ORDER BY event_id LIMIT 10000),
+         propensity.encode_events(ARRAY(SELECT e FROM propensity.events e ORDER BY event_id LIMIT 10000)));
+DO \$\$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events')) = 0;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+\$\$;"
+fi
 
 psql_pg -d postgres -c "CREATE DATABASE demo"
 psql_pg -d demo <<SQL
 CREATE EXTENSION propensity;
 \echo
-\echo '== A topic with 8 partitions, consumed by the ingest worker (group propensity)'
-SELECT propensity.create_topic('events', partitions => 8);
-SELECT propensity.subscribe('events');
+\echo '== A source with 8 partitions ($SOURCE), consumed by the ingest worker'
+$SETUP_SQL
 \echo '== Keep the event-time propensity history of the seed model (docs/computing.md section 4) as events arrive'
 SELECT propensity.track_history('seed') AS points_so_far;
 SELECT propensity.worker_start() IS NOT NULL AS worker_running;
@@ -48,33 +105,48 @@ producer() {  # kind format rate
         n_users => $USERS, start_time => '2026-10-01', duration => '30 days', out_of_order => 0.1,
         max_delay => '1 day', malformed => 0.001, rate => $3, format => '$2', batch_size => 1000)"
 }
+kafka_producer() {  # kind format
+    psql_pg -d demo -c "CREATE TEMP TABLE batch AS
+        SELECT array_agg(g.user_id ORDER BY g.arrival_time) AS keys,
+               propensity.producer_messages(
+                   array_agg(ROW(g.event_time, g.user_id, g.event_type, g.event_id, g.advertiser_id, g.campaign_id,
+                                 g.auction_id, g.pixel_id, g.publisher, g.creative, g.placement, g.product,
+                                 g.quantity, g.revenue)::propensity.events ORDER BY g.arrival_time),
+                   array_agg(abs(hashtext(g.event_id)) % 1000 = 0 ORDER BY g.arrival_time), '$2') AS msgs
+          FROM propensity.generate_events(2026, $EVENTS, $USERS, '2026-10-01', '30 days', out_of_order => 0.1,
+                                          max_delay => '1 day') g
+         WHERE (g.event_type = 'CN') = ('$1' = 'conversions')" -c "$to_kafka"
+}
 echo "   marketing events (IM, CL, PS) as Avro in the Confluent wire format, and conversions (CN) as JSON:"
-producer marketing avro $((EVENTS / 8)) > "$DIR/producer-marketing.out" &
-producer conversions json $((EVENTS / 160)) > "$DIR/producer-conversions.out" &
-wait
+if [ "$SOURCE" = kafka ]; then
+    kafka_producer marketing avro > "$DIR/producer-marketing.out" & p1=$!
+    kafka_producer conversions json > "$DIR/producer-conversions.out" & p2=$!
+else
+    producer marketing avro $((EVENTS / 8)) > "$DIR/producer-marketing.out" & p1=$!
+    producer conversions json $((EVENTS / 160)) > "$DIR/producer-conversions.out" & p2=$!
+fi
+wait "$p1" "$p2"
 cat "$DIR/producer-marketing.out" "$DIR/producer-conversions.out"
 
 psql_pg -d demo <<SQL
 SET timezone = 'UTC';
-\echo '== Waiting for the worker to drain the queue'
+\echo '== Waiting for the worker to drain the $SOURCE'
 DO \$\$
 BEGIN
     FOR i IN 1..3000 LOOP
-        EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events')) = 0;
+        EXIT WHEN ($LAG_SQL) = 0;
         PERFORM pg_sleep(0.1);
     END LOOP;
 END
 \$\$;
-\echo '== Queue status per partition'
-SELECT partition, committed_offset, lag, round(messages_per_second) AS msgs_per_s, dead_letters, last_error
-  FROM propensity.queue_status ORDER BY partition;
-SELECT messages, dead_letters, batches FROM propensity.subscriptions;
+\echo '== Status per partition'
+$STATUS_SQL
 \echo '== Dead letters by reason (each kept with its topic, partition, offset and bytes)'
 SELECT error, count(*) FROM propensity.dead_letters GROUP BY error ORDER BY count(*) DESC;
 \echo '== Every message is accounted for: produced = stored events + dead letters'
 SELECT (SELECT count(*) FROM propensity.events) AS events,
        (SELECT count(*) FROM propensity.dead_letters) AS dead_letters,
-       (SELECT messages FROM propensity.subscriptions) AS consumed;
+       ($CONSUMED_SQL) AS consumed;
 
 \echo '== Event mix'
 SELECT event_type, count(*) AS events, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
@@ -128,18 +200,9 @@ WITH c AS (SELECT conversion_event_id FROM propensity.attribution_changelog
 SELECT l.batch, l.conversion_event_id, l.conversion_time, l.kind, l.campaign_id,
        l.impression_event_id, l.delta
   FROM propensity.attribution_changelog l JOIN c USING (conversion_event_id) ORDER BY l.seq;
-\echo '== Redelivering 10000 stored events through the queue changes nothing'
+\echo '== Redelivering 10000 stored events through the $SOURCE changes nothing'
 SELECT generation AS generation_before FROM propensity.attribution_state \\gset
-SELECT propensity.produce_many('events', ARRAY(SELECT user_id FROM propensity.events ORDER BY event_id LIMIT 10000),
-         propensity.encode_events(ARRAY(SELECT e FROM propensity.events e ORDER BY event_id LIMIT 10000)));
-DO \$\$
-BEGIN
-    FOR i IN 1..600 LOOP
-        EXIT WHEN (SELECT sum(lag) FROM propensity.queue_lag('events')) = 0;
-        PERFORM pg_sleep(0.1);
-    END LOOP;
-END
-\$\$;
+$REDELIVER_SQL
 SELECT (SELECT count(*) FROM propensity.events) AS events,
        (SELECT generation FROM propensity.attribution_state) = :generation_before AS attribution_unchanged;
 \echo '== Backfill (the batch scan over the stored events, same rules) reaches the same state'

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     postgresql-15 postgresql-server-dev-15 postgresql-15-cron
     build-essential libipc-run-perl valgrind libavro-dev pkg-config clang libclang-rt-14-dev
-    librdkafka-dev libcurl4-openssl-dev kcat python3-avro
+    librdkafka-dev libcurl4-openssl-dev kcat python3-avro python3-confluent-kafka
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -141,7 +141,7 @@ emit_log(KafkaConsumer *kc)
 static const char *const reserved_properties[] = {
 	"bootstrap.servers", "metadata.broker.list", "group.id", "group.instance.id",
 	"enable.auto.commit", "enable.auto.offset.store", "auto.commit.enable",
-	"auto.commit.interval.ms", "enable.partition.eof", "log.queue", "allow.auto.create.topics",
+	"auto.commit.interval.ms", "enable.partition.eof", "log.queue",
 	"plugin.library.paths", "ssl.engine.location", "sasl.kerberos.kinit.cmd",
 	"interceptors"
 };
@@ -386,8 +386,6 @@ consumer_open(KafkaConsumer *kc, const SourceRow *row)
 		set_property(conf, "enable.auto.offset.store", "false", false);
 		set_property(conf, "enable.partition.eof", "false", false);
 		set_property(conf, "log.queue", "true", false);
-		/* a consumer reads topics; it does not make them */
-		set_property(conf, "allow.auto.create.topics", "false", false);
 	}
 	PG_CATCH();
 	{

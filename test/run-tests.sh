@@ -58,7 +58,7 @@ fi
 echo "== the server code's memory errors: the suite on an assertion-enabled PostgreSQL, part under Valgrind"
 if bash "$src/test/valgrind.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
-echo "== TAP (SIGKILL during ingest, concurrent producers, model versions during ingest)"
+echo "== TAP (SIGKILL during ingest, concurrent producers, model versions during ingest, hostile input, Kafka, schema registry)"
 if as_pg make -C "$work" -s tap; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
 echo "tests: $passed passed, $failed failed"
