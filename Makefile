@@ -99,6 +99,11 @@ tap: test/kafka/mock_cluster
 test/kafka/mock_cluster: test/kafka/mock_cluster.c
 	$(CC) -std=c99 -O1 -g -Wall -Wextra -Werror -o $@ $< -lrdkafka
 
+# Kafka benchmark: the worker on a Kafka topic against binary COPY and the embedded queue.
+.PHONY: bench-kafka
+bench-kafka:
+	bash test/bench/kafka.sh
+
 # Ingest benchmark: the worker against binary COPY, and latency.
 .PHONY: bench-ingest
 bench-ingest:

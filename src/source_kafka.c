@@ -372,7 +372,11 @@ consumer_open(KafkaConsumer *kc, const SourceRow *row)
 	{
 		/* defaults a source may change */
 		set_property(conf, "client.id", "propensity", false);
-		set_property(conf, "auto.offset.reset", "earliest", false);
+		/*
+		 * a stored offset Kafka no longer holds (retention) is an error in
+		 * status, not a silent jump over the lost messages
+		 */
+		set_property(conf, "auto.offset.reset", "error", false);
 		set_property(conf, "queued.max.messages.kbytes", "65536", false);
 		set_property(conf, "fetch.wait.max.ms", "100", false);
 		for (i = 0; i < row->nprops; i++)
@@ -693,7 +697,13 @@ take_message(KafkaConsumer *kc, KafkaPosition *pos, SourceRead *read, rd_kafka_m
 	bool		ok = true;
 
 	if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		snprintf(pos->error, sizeof(pos->error), "%s", rd_kafka_message_errstr(rkm));
+	{
+		if (rkm->partition >= 0)
+			snprintf(pos->error, sizeof(pos->error), "partition %d at offset %lld: %s", (int) rkm->partition,
+					 (long long) rkm->offset, rd_kafka_message_errstr(rkm));
+		else
+			snprintf(pos->error, sizeof(pos->error), "%s", rd_kafka_message_errstr(rkm));
+	}
 	else if (rkm->partition >= 0 && rkm->partition < kc->nparts &&
 			 rkm->offset >= kc->next[rkm->partition])
 	{

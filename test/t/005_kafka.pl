@@ -28,9 +28,9 @@ my $v2 = "$FindBin::Bin/../kafka/event_v2.avsc";
 plan skip_all => "no $helper (make tap builds it)" unless -x $helper;
 plan skip_all => 'kcat is not installed' unless system('kcat -V >/dev/null 2>&1') == 0;
 
-# the cluster: one broker, topics ev (4 partitions), pos (2) and av (1)
+# the cluster: one broker, topics ev (4 partitions), pos (2), av (1) and lost (1)
 my ($mc_in, $mc_out, $mc_err) = ('', '', '');
-my $mc = IPC::Run::start([$helper, '1', 'ev:4', 'pos:2', 'av:1'], \$mc_in, \$mc_out, \$mc_err,
+my $mc = IPC::Run::start([$helper, '1', 'ev:4', 'pos:2', 'av:1', 'lost:1'], \$mc_in, \$mc_out, \$mc_err,
 	IPC::Run::timeout(900));
 $mc->pump until $mc_out =~ /\n/;
 my ($bootstrap) = $mc_out =~ /^(\S+)\n/;
@@ -292,6 +292,19 @@ is(manual("SELECT propensity.reset_kafka_offsets('late', 'earliest')"), '2', 'a 
 manual("SELECT propensity.consume_kafka('late', max_messages => 1000000, wait => '3 s')");
 is(manual("SELECT sum(next_offset) = sum(high_watermark) FROM propensity.kafka_offsets WHERE source = 'late'"),
 	't', 'and reads from the beginning');
+
+# ---- messages Kafka no longer holds: an error in status, not a silent jump ----
+# (the mock cluster keeps about 5 MB per partition, and drops the oldest)
+kcat_lines('lost', [ map { json_message("x$_", "u$_", 'IM', 1790000400000 + $_) } 1 .. 120000 ]);
+manual("SELECT propensity.create_kafka_source('lost', '$bootstrap', 'lost')");
+manual("SELECT propensity.set_kafka_offsets('lost', ARRAY[0], ARRAY[0])");
+is(manual("SELECT messages FROM propensity.consume_kafka('lost', wait => '2 s')"), '0',
+	'a stored offset whose messages are gone is not read past');
+like(manual("SELECT last_error FROM propensity.kafka_sources WHERE source = 'lost'"),
+	qr/^partition 0 at offset 0: .*[Oo]ffset out of range/, 'and status says where and why');
+manual("SELECT propensity.reset_kafka_offsets('lost', 'earliest')");
+cmp_ok(manual("SELECT messages FROM propensity.consume_kafka('lost', max_messages => 100000, wait => '3 s')"),
+	'>', 0, 'after a reset the messages still held are read');
 
 # ---- declarations: clear errors, secrets kept from readers ----
 my ($ret, $out, $err) = $node->psql('manual',
