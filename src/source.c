@@ -318,6 +318,9 @@ prop_source_consume(const Source *src, const char *group, const char *topic, int
 	st = src->read(src->arg, group, topic, limit, max_bytes, &read);
 	if (st == CONSUME_OK)
 	{
+		if (topic == NULL)
+			topic = read.topic;
+		Assert(topic != NULL);
 		if (read.n > 0)
 			ingest_messages(group, topic, &read, isolate, res);
 		/* the position, in the same transaction as the rows */

@@ -53,6 +53,7 @@ typedef struct SourceRead
 	SourceMessage *msgs;
 	int			n;
 	bool		attribute;		/* the subscription runs attribution */
+	const char *topic;			/* the topic read, when the caller named none */
 	void	   *position;		/* the source's: where the read ended */
 } SourceRead;
 
@@ -77,7 +78,8 @@ typedef struct Source
 
 /*
  * One batch of src for group and topic in the current transaction: read,
- * decode and store, commit.  With isolate, a failure to store the batch's
+ * decode and store, commit.  topic may be NULL when the read names it
+ * (a Kafka source: group is the source, its row names the topic).  With isolate, a failure to store the batch's
  * events dead-letters them instead of raising the error (the worker).
  */
 extern ConsumeStatus prop_source_consume(const Source *src, const char *group, const char *topic,

@@ -756,6 +756,7 @@ kafka_read(void *arg, const char *source, const char *topic, int limit, int64 ma
 	if (!kc->positioned)
 		position(kc, &row);
 	read->attribute = row.attribute;
+	read->topic = row.topic;
 
 	pos = palloc0(sizeof(KafkaPosition));
 	pos->kc = kc;
@@ -884,38 +885,15 @@ kafka_commit(void *arg, const char *source, const char *topic, const SourceRead 
 			kc->hw_written[p] = hw[p];
 }
 
-/* The topic of a source, for the dead letters (SPI connected by the caller). */
-static char *
-source_topic(const char *source)
-{
-	Oid			type = TEXTOID;
-	Datum		arg = CStringGetTextDatum(source);
-
-	if (SPI_execute_with_args("SELECT topic FROM propensity.kafka_sources WHERE source = $1",
-							  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT || SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("Kafka source \"%s\" does not exist", source),
-				 errhint("Declare it with propensity.create_kafka_source().")));
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-}
-
 static ConsumeStatus
 consume_with(KafkaConsumer *kc, const char *source, int limit, int wait_ms, bool fill,
 			 bool isolate, ConsumeResult *res)
 {
 	KafkaRead	kr = {kc, wait_ms, fill};
 	Source		src = {"kafka", kafka_read, kafka_commit, &kr};
-	MemoryContext cxt = CurrentMemoryContext;
-	char	   *topic;
-	int			nest = prop_pin_search_path();
 
-	SPI_connect();
-	topic = source_topic(source);
-	topic = MemoryContextStrdup(cxt, topic);
-	SPI_finish();
-	prop_restore_search_path(nest);
-	return prop_source_consume(&src, source, topic, limit,
+	/* the topic comes from the source's row, read under its lock */
+	return prop_source_consume(&src, source, NULL, limit,
 							   (int64) propensity_batch_bytes * 1024, isolate, res);
 }
 
