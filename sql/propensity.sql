@@ -2094,6 +2094,15 @@ AS $$
 BEGIN
     PERFORM @extschema@.kafka_check_start(start_from);
     PERFORM @extschema@.kafka_check_properties(coalesce(properties, '{}'));
+    -- a partition's lock is keyed by hashtext(source): no two sources share one
+    IF EXISTS (SELECT FROM @extschema@.kafka_sources k
+                WHERE pg_catalog.hashtext(k.source) = pg_catalog.hashtext(create_kafka_source.source)
+                  AND k.source <> create_kafka_source.source) THEN
+        RAISE EXCEPTION 'Kafka source name "%" collides with an existing source''s', source
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'The locks that give each partition to one process are keyed by hashtext() of the name.',
+                  HINT = 'Choose another name.';
+    END IF;
     INSERT INTO @extschema@.kafka_sources (source, bootstrap_servers, topic, start_from, attribute, kafka_group)
     VALUES (source, bootstrap_servers, topic, start_from, coalesce(attribute, true), kafka_group);
     INSERT INTO @extschema@.kafka_source_properties (source, name, value)
@@ -2225,7 +2234,7 @@ COMMENT ON FUNCTION @extschema@.consume_kafka(text, integer, interval) IS
     'One batch of a Kafka source in this transaction, as the worker does it: connect, position from the stored offsets, read for wait (or up to max_messages), store, commit the offsets';
 
 CREATE VIEW @extschema@.kafka_status AS
-SELECT k.source, k.topic, o.partition, k.enabled, o.next_offset, o.high_watermark,
+SELECT k.source, k.topic, o.partition, l.pid AS worker_pid, k.enabled, o.next_offset, o.high_watermark,
        greatest(o.high_watermark - o.next_offset, 0) AS lag,
        k.rate AS messages_per_second, k.last_batch_at, o.committed_at,
        coalesce(d.n, 0) AS dead_letters, k.last_error, k.last_error_at
@@ -2234,10 +2243,18 @@ SELECT k.source, k.topic, o.partition, k.enabled, o.next_offset, o.high_watermar
   LEFT JOIN (SELECT dl.consumer_group, dl.topic, dl.partition, count(*) AS n
                FROM @extschema@.dead_letters dl WHERE dl.replayed_at IS NULL
               GROUP BY 1, 2, 3) d
-         ON d.consumer_group = k.source AND d.topic = k.topic AND d.partition = o.partition;
+         ON d.consumer_group = k.source AND d.topic = k.topic AND d.partition = o.partition
+  -- the lock on (database, source, partition) of the process consuming it
+  -- (source_kafka.c: objsubid 19280, classid hashtext(source))
+  LEFT JOIN pg_catalog.pg_locks l
+         ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 19280
+        AND l.database = (SELECT db.oid FROM pg_catalog.pg_database db
+                           WHERE db.datname = pg_catalog.current_database())
+        AND l.classid = (pg_catalog.hashtext(k.source)::bigint & 4294967295)::oid
+        AND l.objid = o.partition::oid;
 
 COMMENT ON VIEW @extschema@.kafka_status IS
-    'Per Kafka source and partition: the stored offset, the broker''s high watermark, lag, consumption rate, last batch, dead letters and last error (no properties)';
+    'Per Kafka source and partition: the process consuming it (worker_pid, NULL when none), the stored offset, the broker''s high watermark, lag, consumption rate, last batch, dead letters and last error (no properties)';
 
 REVOKE ALL ON FUNCTION @extschema@.create_kafka_source(text, text, text, jsonb, text, boolean, text),
     @extschema@.alter_kafka_source(text, text, jsonb, boolean, boolean),

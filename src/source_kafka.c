@@ -4,10 +4,20 @@
  * Offsets are authoritative in PostgreSQL: propensity.kafka_offsets holds,
  * per partition, the offset of the next message to store, written by the
  * commit step in the transaction that stores the batch's events.  The
- * consumer never joins a consumer group: it is assigned every partition of
- * the topic by hand (rd_kafka_assign) at the stored offsets, on its first
- * read, after any failed batch (which read past what was stored), when the
- * offsets were reset or set by hand, and when the topic gained partitions.
+ * consumer never joins a consumer group: it is assigned its partitions by
+ * hand (rd_kafka_assign) at the stored offsets, on its first read, after
+ * any failed batch (which read past what was stored), when the offsets
+ * were reset or set by hand, and when the topic gained partitions.
+ *
+ * A partition is consumed by one process at a time, enforced by a lock on
+ * (database, source, partition): the worker holds the locks of its share
+ * of the partitions (p mod propensity.kafka_workers = its number) as
+ * session locks across its batches, consume_kafka() by hand takes the
+ * free ones for its transaction, and neither reads a partition whose lock
+ * it does not hold.  The commit step checks besides that each partition's
+ * stored offset is still the one the batch started from, and the source's
+ * offsets_epoch still the one it was positioned at: a batch that lost that
+ * race rolls back instead of storing a message twice.
  * A partition without a stored offset starts at the source's start_from
  * (earliest, latest, or the first message at or after a time, by
  * offsets-for-times), resolved once and stored, so that a restart before
@@ -25,10 +35,12 @@
 #include <librdkafka/rdkafka.h>
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -43,6 +55,15 @@
 #define MAX_CONSUMERS 64
 /* how often a consumer checks the topic's partition count */
 #define METADATA_CHECK_MS 30000
+/* how often a consumer missing a partition of its share tries to take it */
+#define OWNERSHIP_RETRY_MS 1000
+
+/*
+ * pg_locks.objsubid of the partition locks (locktype advisory, classid the
+ * hashtext() of the source's name, objid the partition); the advisory lock
+ * functions use 1 and 2, so no user's advisory lock is one of these.
+ */
+#define PARTITION_LOCK_KIND 19280
 
 int			propensity_kafka_timeout = 5000;	/* ms */
 
@@ -63,7 +84,14 @@ typedef struct KafkaConsumer
 	char		topic[256];
 	rd_kafka_t *rk;
 	bool		positioned;
+	TimestampTz positioned_at;
 	int64		epoch;			/* kafka_sources.offsets_epoch positioned at */
+	int			share_index;	/* consumes the partitions p with */
+	int			share_count;	/* p % share_count == share_index */
+	bool		session_locks;	/* the worker: partition locks outlive transactions */
+	bool		incomplete;		/* a partition of its share is locked by another process */
+	int			nowned;			/* entries of owned */
+	bool	   *owned;			/* malloc'd, per partition: its lock is held here */
 	int			nparts;
 	int64	   *next;			/* malloc'd, per partition: the next offset to read */
 	int64	   *hw_written;		/* high watermark last written */
@@ -244,9 +272,30 @@ propensity_kafka_check_properties(PG_FUNCTION_ARGS)
 
 /* ---- consumers ---- */
 
+static void partition_locktag(LOCKTAG *tag, const char *source, int partition);
+
+/* Give up the locks of the partitions this process consumes (session locks only). */
+static void
+release_partitions(KafkaConsumer *kc)
+{
+	int			p;
+
+	for (p = 0; p < kc->nowned; p++)
+		if (kc->owned[p])
+		{
+			LOCKTAG		tag;
+
+			partition_locktag(&tag, kc->source, p);
+			if (kc->session_locks)
+				LockRelease(&tag, ExclusiveLock, true);
+			kc->owned[p] = false;
+		}
+}
+
 static void
 consumer_close(KafkaConsumer *kc)
 {
+	release_partitions(kc);
 	if (kc->rk != NULL)
 	{
 		(void) rd_kafka_assign(kc->rk, NULL);
@@ -270,13 +319,19 @@ static void
 consumer_free(KafkaConsumer *kc)
 {
 	consumer_close(kc);
+	free(kc->owned);
 	pthread_mutex_destroy(&kc->lock);
 	free(kc->source);
 	free(kc);
 }
 
+/*
+ * A consumer of source for share_count processes, this one number
+ * share_index among them; session_locks: it holds its partitions across
+ * transactions (the worker), else for the caller's transaction only.
+ */
 static KafkaConsumer *
-consumer_new(const char *source)
+consumer_new(const char *source, int share_index, int share_count, bool session_locks)
 {
 	KafkaConsumer *kc = calloc(1, sizeof(KafkaConsumer));
 
@@ -286,7 +341,64 @@ consumer_new(const char *source)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	}
 	pthread_mutex_init(&kc->lock, NULL);
+	kc->share_index = share_index;
+	kc->share_count = share_count;
+	kc->session_locks = session_locks;
 	return kc;
+}
+
+/* ---- which partitions this process consumes ---- */
+
+static void
+partition_locktag(LOCKTAG *tag, const char *source, int partition)
+{
+	/* hashtext(source): create_kafka_source() refuses two sources with one hash */
+	uint32		h = hash_bytes((const unsigned char *) source, (int) strlen(source));
+
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, h, (uint32) partition, PARTITION_LOCK_KIND);
+}
+
+/*
+ * Hold the locks of the partitions of this process's share of nparts, and
+ * only those: the others are let go (between batches, when nothing read
+ * is uncommitted) and a partition locked by another process is left to it
+ * for now (kc->incomplete).
+ */
+static void
+own_partitions(KafkaConsumer *kc, int nparts)
+{
+	int			p;
+
+	if (nparts > kc->nowned)
+	{
+		bool	   *owned = realloc(kc->owned, sizeof(bool) * nparts);
+
+		if (owned == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		memset(owned + kc->nowned, 0, sizeof(bool) * (nparts - kc->nowned));
+		kc->owned = owned;
+		kc->nowned = nparts;
+	}
+	kc->incomplete = false;
+	for (p = 0; p < kc->nowned; p++)
+	{
+		bool		mine = p < nparts && p % kc->share_count == kc->share_index;
+		LOCKTAG		tag;
+
+		if (mine == kc->owned[p])
+			continue;
+		partition_locktag(&tag, kc->source, p);
+		if (!mine)
+		{
+			if (kc->session_locks)
+				LockRelease(&tag, ExclusiveLock, true);
+			kc->owned[p] = false;
+		}
+		else if (LockAcquire(&tag, ExclusiveLock, kc->session_locks, true) != LOCKACQUIRE_NOT_AVAIL)
+			kc->owned[p] = true;
+		else
+			kc->incomplete = true;
+	}
 }
 
 /* The settings of a source as read from its rows (SPI memory). */
@@ -306,8 +418,9 @@ typedef struct SourceRow
 } SourceRow;
 
 /*
- * Lock the source's row (SKIP LOCKED: false when another session holds it)
- * and read it with its properties.
+ * Lock the source's row against its drop (FOR KEY SHARE; SKIP LOCKED:
+ * false while it is being dropped) and read it with its properties.
+ * Processes consuming other partitions of the source read it alongside.
  */
 static bool
 read_source(const char *source, SourceRow *row)
@@ -321,7 +434,7 @@ read_source(const char *source, SourceRow *row)
 	if (SPI_execute_with_args("SELECT bootstrap_servers, topic, start_from, attribute, enabled, offsets_epoch,"
 							  "       kafka_group"
 							  "  FROM propensity.kafka_sources WHERE source = $1"
-							  " FOR NO KEY UPDATE SKIP LOCKED", 1, &type, &arg, NULL, false, 1) != SPI_OK_SELECT)
+							  " FOR KEY SHARE SKIP LOCKED", 1, &type, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "Kafka source lookup failed");
 	if (SPI_processed == 0)
 	{
@@ -534,21 +647,13 @@ resolve_starts(KafkaConsumer *kc, rd_kafka_topic_partition_list_t *list, const c
 	}
 }
 
-/*
- * Assign every partition of the topic at its stored offset, storing the
- * start offsets of those without one first (SPI connected).
- */
-static void
-position(KafkaConsumer *kc, const SourceRow *row)
+/* The stored offsets of the source's partitions into stored[nparts] (-1: none); false if none has one. */
+static bool
+stored_offsets(KafkaConsumer *kc, int nparts, int64 *stored)
 {
-	int			nparts = topic_partitions(kc);
-	int64	   *stored = palloc(sizeof(int64) * nparts);
 	Oid			type = TEXTOID;
 	Datum		arg = CStringGetTextDatum(kc->source);
-	rd_kafka_topic_partition_list_t *missing;
-	rd_kafka_topic_partition_list_t *assign;
-	rd_kafka_resp_err_t err;
-	bool		fresh;
+	bool		any;
 	uint64		i;
 	int			p;
 
@@ -557,7 +662,7 @@ position(KafkaConsumer *kc, const SourceRow *row)
 	if (SPI_execute_with_args("SELECT partition, next_offset FROM propensity.kafka_offsets WHERE source = $1",
 							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "Kafka offsets lookup failed");
-	fresh = SPI_processed == 0;
+	any = SPI_processed > 0;
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -566,7 +671,21 @@ position(KafkaConsumer *kc, const SourceRow *row)
 		if (part >= 0 && part < nparts)
 			stored[part] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	missing = rd_kafka_topic_partition_list_new(nparts);
+	return any;
+}
+
+/*
+ * Store the start offsets of the partitions without one (every partition
+ * of the topic, whoever consumes it, so that start_from applies to all of
+ * them once), then read the stored offsets again into stored: another
+ * process may have stored its own first.
+ */
+static void
+store_starts(KafkaConsumer *kc, const SourceRow *row, int nparts, int64 *stored, bool fresh)
+{
+	rd_kafka_topic_partition_list_t *missing = rd_kafka_topic_partition_list_new(nparts);
+	int			p;
+
 	for (p = 0; p < nparts; p++)
 		if (stored[p] < 0)
 			rd_kafka_topic_partition_list_add(missing, kc->topic, p);
@@ -582,11 +701,10 @@ position(KafkaConsumer *kc, const SourceRow *row)
 			resolve_starts(kc, missing, row->start_from, fresh);
 			for (p = 0; p < missing->cnt; p++)
 			{
-				stored[missing->elems[p].partition] = missing->elems[p].offset;
 				pd[p] = Int32GetDatum(missing->elems[p].partition);
 				od[p] = Int64GetDatum(missing->elems[p].offset);
 			}
-			args[0] = arg;
+			args[0] = CStringGetTextDatum(kc->source);
 			args[1] = prop_array_datum(pd, NULL, missing->cnt, INT4OID);
 			args[2] = prop_array_datum(od, NULL, missing->cnt, INT8OID);
 			if (SPI_execute_with_args("INSERT INTO propensity.kafka_offsets (source, partition, next_offset)"
@@ -594,6 +712,7 @@ position(KafkaConsumer *kc, const SourceRow *row)
 									  " ON CONFLICT (source, partition) DO NOTHING",
 									  3, types, args, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "Kafka start offsets could not be stored");
+			(void) stored_offsets(kc, nparts, stored);
 		}
 	}
 	PG_FINALLY();
@@ -601,10 +720,34 @@ position(KafkaConsumer *kc, const SourceRow *row)
 		rd_kafka_topic_partition_list_destroy(missing);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * Assign the partitions of this process's share whose locks it holds, at
+ * their stored offsets, storing the start offsets of those without one
+ * first (SPI connected).
+ */
+static void
+position(KafkaConsumer *kc, const SourceRow *row)
+{
+	int			nparts = topic_partitions(kc);
+	int64	   *stored = palloc(sizeof(int64) * nparts);
+	rd_kafka_topic_partition_list_t *assign;
+	rd_kafka_resp_err_t err;
+	bool		fresh;
+	int			p;
+
+	own_partitions(kc, nparts);
+	fresh = !stored_offsets(kc, nparts, stored);
+	store_starts(kc, row, nparts, stored, fresh);
+	for (p = 0; p < nparts; p++)
+		if (kc->owned[p] && stored[p] < 0)
+			elog(ERROR, "the start offset of Kafka topic \"%s\" partition %d was not stored", kc->topic, p);
 
 	assign = rd_kafka_topic_partition_list_new(nparts);
 	for (p = 0; p < nparts; p++)
-		rd_kafka_topic_partition_list_add(assign, kc->topic, p)->offset = stored[p];
+		if (kc->owned[p])
+			rd_kafka_topic_partition_list_add(assign, kc->topic, p)->offset = stored[p];
 	(void) rd_kafka_assign(kc->rk, NULL);
 	err = rd_kafka_assign(kc->rk, assign);
 	rd_kafka_topic_partition_list_destroy(assign);
@@ -629,6 +772,7 @@ position(KafkaConsumer *kc, const SourceRow *row)
 	kc->nparts = nparts;
 	kc->epoch = row->epoch;
 	kc->positioned = true;
+	kc->positioned_at = GetCurrentTimestamp();
 }
 
 /* ---- the Source ---- */
@@ -637,6 +781,8 @@ position(KafkaConsumer *kc, const SourceRow *row)
 typedef struct KafkaPosition
 {
 	KafkaConsumer *kc;
+	int64		epoch;			/* the source's offsets_epoch the consumer was positioned at */
+	int64	   *start;			/* per partition: the stored offset the read started from */
 	int64	   *last;			/* per partition: the last offset read, -1 none */
 	int64	   *count;
 	char		error[KAFKA_TEXT_LEN];	/* an error seen during the read */
@@ -705,7 +851,7 @@ take_message(KafkaConsumer *kc, KafkaPosition *pos, SourceRead *read, rd_kafka_m
 			snprintf(pos->error, sizeof(pos->error), "%s", rd_kafka_message_errstr(rkm));
 	}
 	else if (rkm->partition >= 0 && rkm->partition < kc->nparts &&
-			 rkm->offset >= kc->next[rkm->partition])
+			 kc->owned[rkm->partition] && rkm->offset >= kc->next[rkm->partition])
 	{
 		int			p = rkm->partition;
 
@@ -753,6 +899,10 @@ kafka_read(void *arg, const char *source, const char *topic, int limit, int64 ma
 		if (kc->epoch != row.epoch || topic_partitions(kc) != kc->nparts)
 			kc->positioned = false;
 	}
+	/* a partition of its share was locked by another process: try again */
+	if (kc->positioned && kc->incomplete &&
+		TimestampDifferenceExceeds(kc->positioned_at, GetCurrentTimestamp(), OWNERSHIP_RETRY_MS))
+		kc->positioned = false;
 	if (!kc->positioned)
 		position(kc, &row);
 	read->attribute = row.attribute;
@@ -760,10 +910,15 @@ kafka_read(void *arg, const char *source, const char *topic, int limit, int64 ma
 
 	pos = palloc0(sizeof(KafkaPosition));
 	pos->kc = kc;
+	pos->epoch = kc->epoch;
+	pos->start = palloc(sizeof(int64) * kc->nparts);
 	pos->last = palloc(sizeof(int64) * kc->nparts);
 	pos->count = palloc0(sizeof(int64) * kc->nparts);
 	for (int p = 0; p < kc->nparts; p++)
+	{
+		pos->start[p] = kc->next[p];
 		pos->last[p] = -1;
+	}
 	read->position = pos;
 	cap = Min(limit, 1024);
 	read->msgs = palloc(sizeof(SourceMessage) * Max(cap, 1));
@@ -800,6 +955,44 @@ kafka_read(void *arg, const char *source, const char *topic, int limit, int64 ma
 	return CONSUME_OK;
 }
 
+/*
+ * The counters of the source, and the check that its offsets were neither
+ * reset nor set since the consumer was positioned (the row is locked
+ * first, as reset_kafka_offsets() and set_kafka_offsets() lock it).
+ */
+static void
+commit_counters(const char *source, const SourceRead *read, const KafkaPosition *pos,
+				const ConsumeResult *res)
+{
+	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', pos->error[0] ? ' ' : 'n', ' '};
+
+	args[0] = CStringGetTextDatum(source);
+	args[1] = Int64GetDatum((int64) read->n);
+	args[2] = Int64GetDatum(res->dead_letters);
+	args[3] = pos->error[0] ? CStringGetTextDatum(pos->error) : (Datum) 0;
+	args[4] = Int64GetDatum(pos->epoch);
+	if (SPI_execute_with_args("UPDATE propensity.kafka_sources SET"
+							  "  messages = messages + $2, dead_letters = dead_letters + $3,"
+							  "  batches = batches + CASE WHEN $2 > 0 THEN 1 ELSE 0 END,"
+							  "  last_error = CASE WHEN $4 IS NOT NULL THEN $4"
+							  "                    WHEN $2 > 0 THEN NULL ELSE last_error END,"
+							  "  last_error_at = CASE WHEN $4 IS NOT NULL THEN clock_timestamp() ELSE last_error_at END,"
+							  "  rate = CASE WHEN $2 = 0 THEN rate WHEN last_batch_at IS NULL THEN NULL"
+							  "              ELSE 0.7 * coalesce(rate, $2 / greatest(extract(epoch FROM clock_timestamp() - last_batch_at)::float8, 0.001))"
+							  "                 + 0.3 * ($2 / greatest(extract(epoch FROM clock_timestamp() - last_batch_at)::float8, 0.001)) END,"
+							  "  last_batch_at = CASE WHEN $2 > 0 THEN clock_timestamp() ELSE last_batch_at END"
+							  " WHERE source = $1 AND offsets_epoch = $5", 5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "Kafka source update failed");
+	if (SPI_processed != 1 && read->n > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("the offsets of Kafka source \"%s\" were reset or set during a batch", source),
+				 errdetail("The batch read from the offsets stored before."),
+				 errhint("The batch is rolled back; the source goes on from the new offsets.")));
+}
+
 static void
 kafka_commit(void *arg, const char *source, const char *topic, const SourceRead *read,
 			 const ConsumeResult *res)
@@ -807,6 +1000,7 @@ kafka_commit(void *arg, const char *source, const char *topic, const SourceRead 
 	KafkaPosition *pos = read->position;
 	KafkaConsumer *kc = pos->kc;
 	Datum	   *pd = palloc(sizeof(Datum) * kc->nparts);
+	Datum	   *sd = palloc(sizeof(Datum) * kc->nparts);
 	Datum	   *od = palloc(sizeof(Datum) * kc->nparts);
 	Datum	   *cd = palloc(sizeof(Datum) * kc->nparts);
 	Datum	   *hd = palloc(sizeof(Datum) * kc->nparts);
@@ -815,17 +1009,23 @@ kafka_commit(void *arg, const char *source, const char *topic, const SourceRead 
 	int			np = 0;
 	int			p;
 
+	if (read->n > 0 || pos->error[0] != '\0')
+		commit_counters(source, read, pos, res);
 	for (p = 0; p < kc->nparts; p++)
 	{
 		int64_t		lo = -1;
 		int64_t		hi = -1;
 
+		hw[p] = -1;
+		if (!kc->owned[p])
+			continue;
 		if (rd_kafka_get_watermark_offsets(kc->rk, kc->topic, p, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
 			hi = -1;
 		hw[p] = hi;
 		if (pos->count[p] == 0 && (hi < 0 || hi == kc->hw_written[p]))
 			continue;
 		pd[np] = Int32GetDatum(p);
+		sd[np] = Int64GetDatum(pos->start[p]);
 		od[np] = Int64GetDatum(pos->count[p] > 0 ? pos->last[p] + 1 : kc->next[p]);
 		cd[np] = Int64GetDatum(pos->count[p]);
 		hd[np] = Int64GetDatum(hi);
@@ -834,50 +1034,49 @@ kafka_commit(void *arg, const char *source, const char *topic, const SourceRead 
 	}
 	if (np > 0)
 	{
-		Oid			types[5] = {TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
-		Datum		args[5];
+		Oid			types[6] = {TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+		Datum		args[6];
+		int64		moved = 0;
 
 		args[0] = CStringGetTextDatum(source);
 		args[1] = prop_array_datum(pd, NULL, np, INT4OID);
-		args[2] = prop_array_datum(od, NULL, np, INT8OID);
-		args[3] = prop_array_datum(cd, NULL, np, INT8OID);
-		args[4] = prop_array_datum(hd, hnull, np, INT8OID);
-		if (SPI_execute_with_args("INSERT INTO propensity.kafka_offsets AS o"
-								  " (source, partition, next_offset, messages, committed_at, high_watermark)"
-								  " SELECT $1, u.p, u.o, u.n, clock_timestamp(), u.h"
-								  "   FROM unnest($2, $3, $4, $5) AS u(p, o, n, h)"
-								  " ON CONFLICT (source, partition) DO UPDATE SET"
-								  "   next_offset = CASE WHEN EXCLUDED.messages > 0 THEN EXCLUDED.next_offset"
-								  "                      ELSE o.next_offset END,"
-								  "   messages = o.messages + EXCLUDED.messages,"
-								  "   committed_at = CASE WHEN EXCLUDED.messages > 0 THEN EXCLUDED.committed_at"
-								  "                       ELSE o.committed_at END,"
-								  "   high_watermark = coalesce(EXCLUDED.high_watermark, o.high_watermark)",
-								  5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		args[2] = prop_array_datum(sd, NULL, np, INT8OID);
+		args[3] = prop_array_datum(od, NULL, np, INT8OID);
+		args[4] = prop_array_datum(cd, NULL, np, INT8OID);
+		args[5] = prop_array_datum(hd, hnull, np, INT8OID);
+		/*
+		 * A partition that read messages moves on only from the offset the
+		 * read started at: one whose stored offset moved meanwhile was
+		 * committed by another process, and the batch must not store its
+		 * messages again.
+		 */
+		if (SPI_execute_with_args("UPDATE propensity.kafka_offsets AS o SET"
+								  "   next_offset = CASE WHEN u.n > 0 THEN u.o ELSE o.next_offset END,"
+								  "   messages = o.messages + u.n,"
+								  "   committed_at = CASE WHEN u.n > 0 THEN clock_timestamp() ELSE o.committed_at END,"
+								  "   high_watermark = coalesce(u.h, o.high_watermark)"
+								  "  FROM unnest($2, $3, $4, $5, $6) AS u(p, s, o, n, h)"
+								  " WHERE o.source = $1 AND o.partition = u.p"
+								  "   AND (u.n = 0 OR o.next_offset = u.s)"
+								  " RETURNING u.n",
+								  6, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "Kafka offset commit failed");
-	}
-	if (read->n > 0 || pos->error[0] != '\0')
-	{
-		Oid			types[4] = {TEXTOID, INT8OID, INT8OID, TEXTOID};
-		Datum		args[4];
-		char		nulls[4] = {' ', ' ', ' ', pos->error[0] ? ' ' : 'n'};
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
 
-		args[0] = CStringGetTextDatum(source);
-		args[1] = Int64GetDatum((int64) read->n);
-		args[2] = Int64GetDatum(res->dead_letters);
-		args[3] = pos->error[0] ? CStringGetTextDatum(pos->error) : (Datum) 0;
-		if (SPI_execute_with_args("UPDATE propensity.kafka_sources SET"
-								  "  messages = messages + $2, dead_letters = dead_letters + $3,"
-								  "  batches = batches + CASE WHEN $2 > 0 THEN 1 ELSE 0 END,"
-								  "  last_error = CASE WHEN $4 IS NOT NULL THEN $4"
-								  "                    WHEN $2 > 0 THEN NULL ELSE last_error END,"
-								  "  last_error_at = CASE WHEN $4 IS NOT NULL THEN clock_timestamp() ELSE last_error_at END,"
-								  "  rate = CASE WHEN $2 = 0 THEN rate WHEN last_batch_at IS NULL THEN NULL"
-								  "              ELSE 0.7 * coalesce(rate, $2 / greatest(extract(epoch FROM clock_timestamp() - last_batch_at)::float8, 0.001))"
-								  "                 + 0.3 * ($2 / greatest(extract(epoch FROM clock_timestamp() - last_batch_at)::float8, 0.001)) END,"
-								  "  last_batch_at = CASE WHEN $2 > 0 THEN clock_timestamp() ELSE last_batch_at END"
-								  " WHERE source = $1", 4, types, args, nulls, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "Kafka source update failed");
+			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+				moved++;
+		}
+		for (p = 0; p < kc->nparts; p++)
+			if (pos->count[p] > 0)
+				moved--;
+		if (moved != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("a partition of Kafka source \"%s\" was committed by another session during a batch", source),
+					 errdetail("Its stored offset is no longer the one the batch started from."),
+					 errhint("The batch is rolled back; each partition is consumed by the one process holding its lock (see propensity.kafka_status).")));
 	}
 	/* noted only once the transaction is known to commit: see prop_kafka_invalidate */
 	for (p = 0; p < kc->nparts; p++)
@@ -909,10 +1108,18 @@ find_consumer(const char *source)
 }
 
 ConsumeStatus
-prop_kafka_consume_batch(const char *source, int limit, int wait_ms, bool isolate,
-						 ConsumeResult *res)
+prop_kafka_consume_batch(const char *source, int share_index, int share_count, int limit,
+						 int wait_ms, bool isolate, ConsumeResult *res)
 {
 	KafkaConsumer **slot = find_consumer(source);
+
+	if (slot != NULL && ((*slot)->share_index != share_index || (*slot)->share_count != share_count))
+	{
+		/* propensity.kafka_workers changed: take the new share at the next read */
+		(*slot)->share_index = share_index;
+		(*slot)->share_count = share_count;
+		(*slot)->positioned = false;
+	}
 
 	if (slot == NULL)
 	{
@@ -924,7 +1131,7 @@ prop_kafka_consume_batch(const char *source, int limit, int wait_ms, bool isolat
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("the ingest worker consumes at most %d Kafka sources", MAX_CONSUMERS)));
-		consumers[i] = consumer_new(source);
+		consumers[i] = consumer_new(source, share_index, share_count, true);
 		slot = &consumers[i];
 	}
 	return consume_with(*slot, source, limit, wait_ms, false, isolate, res);
@@ -942,7 +1149,7 @@ prop_kafka_commit_group(const char *source)
 		return;
 	list = rd_kafka_topic_partition_list_new(kc->nparts);
 	for (p = 0; p < kc->nparts; p++)
-		if (kc->next[p] != kc->group_committed[p])
+		if (kc->owned[p] && kc->next[p] != kc->group_committed[p])
 			rd_kafka_topic_partition_list_add(list, kc->topic, p)->offset = kc->next[p];
 	/* asynchronous: its outcome matters to Kafka's lag tools only */
 	if (list->cnt > 0 && rd_kafka_commit(kc->rk, list, 1) == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -1053,11 +1260,27 @@ propensity_consume_kafka(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("consuming a Kafka source needs READ COMMITTED isolation"),
 				 errdetail("A transaction snapshot older than the stored offsets could consume a message twice.")));
-	/* a consumer of this call only: positioned from the stored offsets, closed at the end */
-	kc = consumer_new(source);
+	/*
+	 * A consumer of this call only: it takes the partitions no other process
+	 * holds, for this transaction, positioned from the stored offsets, and
+	 * is closed at the end.
+	 */
+	kc = consumer_new(source, 0, 1, false);
 	PG_TRY();
 	{
 		consume_with(kc, source, limit, wait_ms, true, false, &res);
+		if (kc->incomplete)
+		{
+			int			held = 0;
+
+			for (int p = 0; p < kc->nowned; p++)
+				held += kc->owned[p] ? 0 : 1;
+			ereport(NOTICE,
+					(errmsg("%d of the %d partitions of Kafka source \"%s\" are consumed by another process",
+							held, kc->nowned, source),
+					 errdetail("This call consumed the others."),
+					 errhint("propensity.kafka_status shows the process consuming each partition (worker_pid).")));
+		}
 	}
 	PG_FINALLY();
 	{

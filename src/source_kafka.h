@@ -17,13 +17,16 @@ extern void prop_source_kafka_init(void);
 /*
  * One batch of a Kafka source in the current transaction: up to limit
  * messages, waiting up to wait_ms for the first, then taking what the
- * consumer has fetched.  The consumer of the
- * source is kept across calls in this process (the worker) and positioned
- * again from the stored offsets whenever needed; with isolate, as for
- * prop_consume_batch().
+ * consumer has fetched.  The consumer of the source is kept across calls
+ * in this process (the worker) and positioned again from the stored
+ * offsets whenever needed; with isolate, as for prop_consume_batch().
+ * It consumes the partitions p with p % share_count == share_index (this
+ * worker's number among the database's propensity.kafka_workers), each
+ * under a session lock that no other process can hold at the same time.
  */
-extern ConsumeStatus prop_kafka_consume_batch(const char *source, int limit, int wait_ms,
-											  bool isolate, ConsumeResult *res);
+extern ConsumeStatus prop_kafka_consume_batch(const char *source, int share_index, int share_count,
+											  int limit, int wait_ms, bool isolate,
+											  ConsumeResult *res);
 
 /*
  * Whether the source's consumer in this process is yet to be positioned:

@@ -1,10 +1,14 @@
 /*
  * worker.c - the ingest worker: a background worker per database that
- * consumes every enabled subscription of the embedded queue in batches (one
- * transaction each, see source_queue.c) and runs queue maintenance.  The worker of
- * propensity.database starts with the server; worker_start() starts one for
- * the current database.  Shared memory holds each worker's pid and latch,
- * so producers can wake it at commit and worker_stop() can find it.
+ * consumes every enabled subscription of the embedded queue and every
+ * enabled Kafka source in batches (one transaction each, see source.c) and
+ * runs queue maintenance.  The worker of propensity.database starts with
+ * the server; worker_start() starts one for the current database.  With
+ * propensity.kafka_workers = n > 1 it starts n - 1 more, numbered 1 to
+ * n - 1, that consume Kafka sources only: worker k takes the partitions p
+ * with p mod n = k, each under a lock (source_kafka.c).  Shared memory
+ * holds each worker's pid and latch, so producers can wake the first at
+ * commit and worker_stop() can find them all.
  *
  * The worker connects as propensity.worker_role (propensity_worker, which
  * the extension creates with just the rights the pipeline needs) and
@@ -46,7 +50,8 @@
 #include "util.h"
 #include "worker.h"
 
-#define MAX_WORKERS 16
+#define MAX_WORKERS 64
+#define MAX_KAFKA_WORKERS 16
 #define DEFAULT_WORKER_ROLE "propensity_worker"
 
 char	   *propensity_database = NULL;
@@ -54,15 +59,19 @@ char	   *propensity_worker_role = NULL;
 int			propensity_poll_interval = 200; /* ms */
 int			propensity_maintenance_interval = 60;	/* s */
 int			propensity_restart_interval = 5;	/* s */
+int			propensity_kafka_workers = 1;
 
 /*
- * A database's worker.  pid 0 with stop_requested set is a stop that
- * outlived the process (it was interrupted in a batch and exits 1, so the
- * postmaster starts it again): the next process of that database exits.
+ * A worker of a database: index 0 is the database's worker, 1 to
+ * propensity.kafka_workers - 1 the Kafka workers it started.  pid 0 with
+ * stop_requested set is a stop that outlived the process (it was
+ * interrupted in a batch and exits 1, so the postmaster starts it again):
+ * the next process of that database exits.
  */
 typedef struct WorkerSlot
 {
 	Oid			dboid;
+	int			index;
 	pid_t		pid;
 	Latch	   *latch;
 	bool		stop_requested; /* by worker_stop(): exit for good */
@@ -80,6 +89,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_at_commit = false;
 static bool wake_callback_registered = false;
 static volatile sig_atomic_t in_transaction = false;
+static int	worker_index = 0;	/* this process's number among its database's workers */
 
 PGDLLEXPORT void propensity_worker_main(Datum main_arg);
 
@@ -109,7 +119,7 @@ worker_shmem_startup(void)
 }
 
 static void
-fill_worker(BackgroundWorker *w, Oid dboid, Oid roleoid)
+fill_worker(BackgroundWorker *w, Oid dboid, Oid roleoid, int index)
 {
 	memset(w, 0, sizeof(*w));
 	w->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -117,10 +127,14 @@ fill_worker(BackgroundWorker *w, Oid dboid, Oid roleoid)
 	w->bgw_restart_time = propensity_restart_interval;
 	strlcpy(w->bgw_library_name, "propensity", BGW_MAXLEN);
 	strlcpy(w->bgw_function_name, "propensity_worker_main", BGW_MAXLEN);
-	strlcpy(w->bgw_name, "propensity ingest worker", BGW_MAXLEN);
+	if (index == 0)
+		strlcpy(w->bgw_name, "propensity ingest worker", BGW_MAXLEN);
+	else
+		snprintf(w->bgw_name, BGW_MAXLEN, "propensity ingest worker %d", index);
 	strlcpy(w->bgw_type, "propensity ingest worker", BGW_MAXLEN);
 	w->bgw_main_arg = ObjectIdGetDatum(dboid);
 	memcpy(w->bgw_extra, &roleoid, sizeof(Oid));
+	memcpy(w->bgw_extra + sizeof(Oid), &index, sizeof(int));
 }
 
 void
@@ -147,6 +161,11 @@ prop_worker_init(void)
 							"How long the postmaster waits before restarting an ingest worker that failed.",
 							NULL, &propensity_restart_interval, 5, 1, 3600,
 							PGC_POSTMASTER, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("propensity.kafka_workers",
+							"How many ingest workers of a database consume its Kafka sources.",
+							"Worker k of n consumes the partitions p with p mod n = k, each partition by one process at a time; the first also consumes the embedded queue.",
+							&propensity_kafka_workers, 1, 1, MAX_KAFKA_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
 		return;
@@ -159,25 +178,26 @@ prop_worker_init(void)
 	{
 		BackgroundWorker w;
 
-		fill_worker(&w, InvalidOid, InvalidOid);
+		fill_worker(&w, InvalidOid, InvalidOid, 0);
 		RegisterBackgroundWorker(&w);
 	}
 }
 
-/* ---- the slot of this database ---- */
+/* ---- the slots of this database ---- */
 
 static int
-find_slot(Oid dboid)
+find_slot(Oid dboid, int index)
 {
 	int			i;
 
 	for (i = 0; i < MAX_WORKERS; i++)
-		if (shared->slots[i].pid != 0 && shared->slots[i].dboid == dboid)
+		if (shared->slots[i].pid != 0 && shared->slots[i].dboid == dboid &&
+			shared->slots[i].index == index)
 			return i;
 	return -1;
 }
 
-/* a stop that outlived its process: the slot of dboid with pid 0 */
+/* a stop that outlived its process: the slot of dboid's worker 0 with pid 0 */
 static int
 find_stopped_slot(Oid dboid)
 {
@@ -185,7 +205,7 @@ find_stopped_slot(Oid dboid)
 
 	for (i = 0; i < MAX_WORKERS; i++)
 		if (shared->slots[i].pid == 0 && shared->slots[i].stop_requested &&
-			shared->slots[i].dboid == dboid)
+			shared->slots[i].dboid == dboid && shared->slots[i].index == 0)
 			return i;
 	return -1;
 }
@@ -200,8 +220,8 @@ release_slot(int code, Datum arg)
 	{
 		shared->slots[i].pid = 0;
 		shared->slots[i].latch = NULL;
-		/* an interrupted stop keeps the slot, so the next process exits */
-		if (!shared->slots[i].stop_requested || code == 0)
+		/* an interrupted stop of worker 0 keeps the slot, so the next process exits */
+		if (!shared->slots[i].stop_requested || code == 0 || shared->slots[i].index > 0)
 		{
 			shared->slots[i].dboid = InvalidOid;
 			shared->slots[i].stop_requested = false;
@@ -213,24 +233,31 @@ release_slot(int code, Datum arg)
 typedef enum ClaimResult
 {
 	CLAIM_OK,
-	CLAIM_TAKEN,				/* the database has a worker */
+	CLAIM_TAKEN,				/* the database has a worker of this number */
 	CLAIM_STOPPED				/* worker_stop() asked this database's worker to go */
 } ClaimResult;
 
 static ClaimResult
-claim_slot(void)
+claim_slot(int index)
 {
 	int			i;
 	int			free_slot = -1;
 
 	SpinLockAcquire(&shared->mutex);
-	if (find_slot(MyDatabaseId) >= 0)
+	if (find_slot(MyDatabaseId, index) >= 0)
 	{
 		SpinLockRelease(&shared->mutex);
 		return CLAIM_TAKEN;
 	}
+	/* a Kafka worker runs only beside a running worker 0 */
+	i = find_slot(MyDatabaseId, 0);
+	if (index > 0 && (i < 0 || shared->slots[i].stop_requested))
+	{
+		SpinLockRelease(&shared->mutex);
+		return CLAIM_STOPPED;
+	}
 	i = find_stopped_slot(MyDatabaseId);
-	if (i >= 0)
+	if (i >= 0 && index == 0)
 	{
 		shared->slots[i].dboid = InvalidOid;
 		shared->slots[i].stop_requested = false;
@@ -243,6 +270,7 @@ claim_slot(void)
 	if (free_slot >= 0)
 	{
 		shared->slots[free_slot].dboid = MyDatabaseId;
+		shared->slots[free_slot].index = index;
 		shared->slots[free_slot].pid = MyProcPid;
 		shared->slots[free_slot].latch = MyLatch;
 		shared->slots[free_slot].stop_requested = false;
@@ -252,7 +280,7 @@ claim_slot(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many propensity ingest workers"),
-				 errdetail("At most %d databases can have one.", MAX_WORKERS)));
+				 errdetail("At most %d can run, over all databases.", MAX_WORKERS)));
 	before_shmem_exit(release_slot, Int32GetDatum(free_slot));
 	return CLAIM_OK;
 }
@@ -344,10 +372,14 @@ load_subscriptions(void)
 		int			nest = prop_pin_search_path();
 
 		SPI_connect();
-		if (SPI_execute("SELECT false, consumer_group, topic FROM propensity.subscriptions"
+		/* the Kafka workers (worker_index > 0) consume Kafka sources only */
+		if (SPI_execute(worker_index == 0 ?
+						"SELECT false, consumer_group, topic FROM propensity.subscriptions"
 						" WHERE enabled"
 						" UNION ALL SELECT true, source, topic FROM propensity.kafka_sources WHERE enabled"
-						" ORDER BY 1, 3, 2", true, 0) != SPI_OK_SELECT)
+						" ORDER BY 1, 3, 2" :
+						"SELECT true, source, topic FROM propensity.kafka_sources WHERE enabled"
+						" ORDER BY 3, 2", true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "cannot read propensity.subscriptions");
 		subs = MemoryContextAllocZero(subs_cxt, sizeof(Subscription) * Max(SPI_processed, 1));
 		kafka_names = MemoryContextAllocZero(subs_cxt, sizeof(char *) * Max(SPI_processed, 1));
@@ -479,7 +511,8 @@ batch_call(void *arg)
 	int			limit = c->s->isolate > 0 ? 1 : propensity_batch_size;
 
 	if (c->s->kafka)
-		c->status = prop_kafka_consume_batch(c->s->group, c->position_only ? 0 : limit, 0,
+		c->status = prop_kafka_consume_batch(c->s->group, worker_index, propensity_kafka_workers,
+											 c->position_only ? 0 : limit, 0,
 											 c->s->isolate > 0, &c->res);
 	else
 		c->status = prop_consume_batch(c->s->group, c->s->topic, limit, c->s->isolate > 0, &c->res);
@@ -607,6 +640,90 @@ worker_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
+/* ---- the Kafka workers, started by worker 0 ---- */
+
+static BackgroundWorkerHandle *kafka_workers[MAX_KAFKA_WORKERS];
+static TimestampTz kafka_worker_started[MAX_KAFKA_WORKERS];
+
+/*
+ * Worker 0, once a second: start the Kafka workers 1 to
+ * propensity.kafka_workers - 1 that do not run (when there are Kafka
+ * sources), each at most once per propensity.restart_interval.  Those
+ * beyond the count stop by themselves.
+ */
+static void
+start_kafka_workers(bool any_kafka)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	static TimestampTz last_logged = 0;
+	Oid			roleoid;
+	int			k;
+
+	memcpy(&roleoid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	if (!OidIsValid(roleoid))
+		roleoid = GetUserId();
+	for (k = 1; k < MAX_KAFKA_WORKERS; k++)
+	{
+		BackgroundWorker w;
+		BackgroundWorkerHandle *handle;
+		MemoryContext old;
+		pid_t		pid;
+
+		if (kafka_workers[k] != NULL &&
+			GetBackgroundWorkerPid(kafka_workers[k], &pid) != BGWH_STOPPED)
+			continue;
+		if (kafka_workers[k] != NULL)
+			pfree(kafka_workers[k]);
+		kafka_workers[k] = NULL;
+		if (k >= propensity_kafka_workers || !any_kafka ||
+			!TimestampDifferenceExceeds(kafka_worker_started[k], now, propensity_restart_interval * 1000))
+			continue;
+		kafka_worker_started[k] = now;
+		fill_worker(&w, MyDatabaseId, roleoid, k);
+		/* worker 0 starts it again if it stops */
+		w.bgw_restart_time = BGW_NEVER_RESTART;
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		if (RegisterDynamicBackgroundWorker(&w, &handle))
+			kafka_workers[k] = handle;
+		else if (TimestampDifferenceExceeds(last_logged, now, 60000))
+		{
+			ereport(LOG,
+					(errmsg("propensity ingest worker: could not start Kafka worker %d of %d",
+							k, propensity_kafka_workers),
+					 errhint("Raise max_worker_processes; meanwhile the partitions of that worker are not consumed.")));
+			last_logged = now;
+		}
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* Worker 0, when it stops: stop the Kafka workers it started. */
+static void
+stop_kafka_workers(void)
+{
+	int			k;
+
+	for (k = 1; k < MAX_KAFKA_WORKERS; k++)
+		if (kafka_workers[k] != NULL)
+			TerminateBackgroundWorker(kafka_workers[k]);
+}
+
+/* Whether this Kafka worker should go: beyond the count, or worker 0 gone or stopping. */
+static bool
+kafka_worker_redundant(void)
+{
+	int			i;
+	bool		gone;
+
+	if (worker_index >= propensity_kafka_workers)
+		return true;
+	SpinLockAcquire(&shared->mutex);
+	i = find_slot(MyDatabaseId, 0);
+	gone = i < 0 || shared->slots[i].stop_requested;
+	SpinLockRelease(&shared->mutex);
+	return gone;
+}
+
 static const char *
 worker_role_name(void)
 {
@@ -624,6 +741,7 @@ propensity_worker_main(Datum main_arg)
 	TimestampTz last_reload = 0;
 
 	memcpy(&roleoid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	memcpy(&worker_index, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(int));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, worker_sigterm);
 	BackgroundWorkerUnblockSignals();
@@ -650,23 +768,30 @@ propensity_worker_main(Datum main_arg)
 	mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 	/* compiling the batch statements costs more than it saves (see README) */
 	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+	/* pg_stat_activity tells the workers apart by their names */
+	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 	if (shared == NULL)
 		proc_exit(0);
-	switch (claim_slot())
+	switch (claim_slot(worker_index))
 	{
 		case CLAIM_TAKEN:
 			ereport(LOG, (errmsg("propensity ingest worker: this database already has one; exiting")));
 			proc_exit(0);
 			break;
 		case CLAIM_STOPPED:
-			ereport(LOG, (errmsg("propensity ingest worker stopped by propensity.worker_stop()")));
+			if (worker_index == 0)
+				ereport(LOG, (errmsg("propensity ingest worker stopped by propensity.worker_stop()")));
 			proc_exit(0);
 			break;
 		case CLAIM_OK:
 			break;
 	}
 	prop_guard_open(MyDatabaseId);
-	ereport(LOG, (errmsg("propensity ingest worker started")));
+	if (worker_index == 0)
+		ereport(LOG, (errmsg("propensity ingest worker started")));
+	else
+		ereport(LOG, (errmsg("propensity Kafka worker %d of %d started", worker_index, propensity_kafka_workers)));
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "propensity worker loop", ALLOCSET_DEFAULT_SIZES);
 	while (!ShutdownRequestPending)
@@ -682,20 +807,30 @@ propensity_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		if (worker_index > 0 && kafka_worker_redundant())
+			break;
 		MemoryContextSwitchTo(loop_cxt);
 		/* subscriptions change rarely: reread them once a second */
 		if (TimestampDifferenceExceeds(last_reload, now, 1000))
 		{
 			installed = load_subscriptions();
 			last_reload = now;
+			if (worker_index == 0)
+			{
+				bool		any_kafka = false;
+
+				for (i = 0; i < nsubs && !any_kafka; i++)
+					any_kafka = subs[i].kafka;
+				start_kafka_workers(any_kafka);
+			}
 		}
 		for (i = 0; i < nsubs && !ShutdownRequestPending; i++)
 		{
 			consumed += run_batch(&subs[i]);
 			MemoryContextReset(loop_cxt);
 		}
-		if (installed && TimestampDifferenceExceeds(last_maintenance, now,
-													propensity_maintenance_interval * 1000))
+		if (installed && worker_index == 0 &&
+			TimestampDifferenceExceeds(last_maintenance, now, propensity_maintenance_interval * 1000))
 		{
 			run_maintenance();
 			last_maintenance = now;
@@ -720,8 +855,14 @@ propensity_worker_main(Datum main_arg)
 		bool		stop;
 		int			i;
 
+		if (worker_index > 0)
+		{
+			ereport(LOG, (errmsg("propensity Kafka worker %d stopping", worker_index)));
+			proc_exit(0);
+		}
+		stop_kafka_workers();
 		SpinLockAcquire(&shared->mutex);
-		i = find_slot(MyDatabaseId);
+		i = find_slot(MyDatabaseId, 0);
 		stop = i >= 0 && shared->slots[i].stop_requested;
 		SpinLockRelease(&shared->mutex);
 		ereport(LOG, (errmsg("propensity ingest worker stopping%s", stop ? "" : "; it restarts unless the server shuts down")));
@@ -748,7 +889,7 @@ current_pid(void)
 	pid_t		pid = 0;
 
 	SpinLockAcquire(&shared->mutex);
-	i = find_slot(MyDatabaseId);
+	i = find_slot(MyDatabaseId, 0);
 	if (i >= 0)
 		pid = shared->slots[i].pid;
 	SpinLockRelease(&shared->mutex);
@@ -763,7 +904,7 @@ wake_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT && wake_at_commit && shared != NULL)
 	{
 		SpinLockAcquire(&shared->mutex);
-		i = find_slot(MyDatabaseId);
+		i = find_slot(MyDatabaseId, 0);
 		if (i >= 0 && shared->slots[i].latch != NULL)
 			SetLatch(shared->slots[i].latch);
 		SpinLockRelease(&shared->mutex);
@@ -868,7 +1009,7 @@ propensity_worker_start(PG_FUNCTION_ARGS)
 		shared->slots[i].stop_requested = false;
 	}
 	SpinLockRelease(&shared->mutex);
-	fill_worker(&w, MyDatabaseId, roleoid);
+	fill_worker(&w, MyDatabaseId, roleoid, 0);
 	w.bgw_notify_pid = MyProcPid;
 	if (!RegisterDynamicBackgroundWorker(&w, &handle))
 		ereport(ERROR,
@@ -905,44 +1046,63 @@ propensity_worker_start(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
+/* The live workers of this database (each flagged to stop, with stop): their count. */
+static int
+database_workers(bool stop, pid_t *pids)
+{
+	int			i;
+	int			n = 0;
+
+	SpinLockAcquire(&shared->mutex);
+	for (i = 0; i < MAX_WORKERS; i++)
+		if (shared->slots[i].pid != 0 && shared->slots[i].dboid == MyDatabaseId)
+		{
+			if (stop)
+				shared->slots[i].stop_requested = true;
+			pids[n++] = shared->slots[i].pid;
+		}
+	SpinLockRelease(&shared->mutex);
+	return n;
+}
+
 /*
- * worker_stop(wait) -> true once the worker has stopped (with wait) or was
- * told to (without); false if none ran, or, with a warning, if it was still
- * running after a minute (it stops at its next interrupt check).
+ * worker_stop(wait) -> true once the database's workers (the worker and
+ * its Kafka workers) have stopped (with wait) or were told to (without);
+ * false if none ran, or, with a warning, if one was still running after a
+ * minute (it stops at its next interrupt check).
  */
 PG_FUNCTION_INFO_V1(propensity_worker_stop);
 Datum
 propensity_worker_stop(PG_FUNCTION_ARGS)
 {
 	bool		wait = PG_GETARG_BOOL(0);
-	pid_t		pid;
+	pid_t		pids[MAX_WORKERS];
+	int			n;
+	int			i;
 	int			tries;
 
 	require_shared();
-	SpinLockAcquire(&shared->mutex);
-	tries = find_slot(MyDatabaseId);
-	pid = tries >= 0 ? shared->slots[tries].pid : 0;
-	if (tries >= 0)
-		shared->slots[tries].stop_requested = true;
-	SpinLockRelease(&shared->mutex);
-	if (pid == 0)
+	n = database_workers(true, pids);
+	if (n == 0)
 		PG_RETURN_BOOL(false);
-	if (kill(pid, SIGTERM) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("could not signal the propensity ingest worker (pid %d): %m", (int) pid)));
+	for (i = 0; i < n; i++)
+		if (kill(pids[i], SIGTERM) != 0 && errno != ESRCH)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not signal the propensity ingest worker (pid %d): %m", (int) pids[i])));
 	if (!wait)
 		PG_RETURN_BOOL(true);
 	for (tries = 0; tries < 6000; tries++)
 	{
-		if (current_pid() != pid)
+		n = database_workers(false, pids);
+		if (n == 0)
 			PG_RETURN_BOOL(true);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
 	ereport(WARNING,
-			(errmsg("the propensity ingest worker (pid %d) has not stopped after 60 seconds", (int) pid),
+			(errmsg("the propensity ingest worker (pid %d) has not stopped after 60 seconds", (int) pids[0]),
 			 errhint("It stops at its next interrupt check; pg_stat_activity shows what it is doing.")));
 	PG_RETURN_BOOL(false);
 }
