@@ -66,6 +66,11 @@ prop_attr_totals_add(HTAB *h, int64 adv, bool has_campaign, int64 campaign, int 
 	e->c[which] += n;
 }
 
+/*
+ * The batch's totals into attribution_totals, in one statement; the rows
+ * are locked in key order, so that batches of two workers meeting on the
+ * same campaigns wait for each other instead of deadlocking.
+ */
 void
 prop_attr_write_totals(HTAB *h)
 {
@@ -102,7 +107,8 @@ prop_attr_write_totals(HTAB *h)
 		prop_plan_run(&totals_plan,
 				 "INSERT INTO propensity.attribution_totals AS t"
 				 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late, future)"
-				 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+				 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS x(a, c, i, l, p, v, u, late, fut)"
+				 "  ORDER BY a, c"
 				 " ON CONFLICT (advertiser_id, campaign_id) DO UPDATE SET"
 				 "   impressions = t.impressions + excluded.impressions,"
 				 "   clicks = t.clicks + excluded.clicks, pc = t.pc + excluded.pc,"
@@ -115,6 +121,7 @@ prop_attr_write_totals(HTAB *h)
 				 "       (advertiser_id, campaign_id, impressions, clicks, pc, pv, unattributed, late)"
 				 " SELECT a, c, i, l, p, v, u, late + fut FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 				 "        AS x(a, c, i, l, p, v, u, late, fut)"
+				 "  ORDER BY a, c"
 				 " ON CONFLICT (advertiser_id, campaign_id) DO UPDATE SET"
 				 "   impressions = t.impressions + excluded.impressions,"
 				 "   clicks = t.clicks + excluded.clicks, pc = t.pc + excluded.pc,"

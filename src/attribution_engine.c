@@ -25,6 +25,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -376,8 +377,25 @@ void
 prop_attr_ingest_begin(AttrIngest *a)
 {
 	a->state = prop_attr_lock_state();
+	/*
+	 * The statement's snapshot may predate a batch another process
+	 * committed while this one waited for the lock (two workers, or ingest()
+	 * beside the worker): a rebuild or a key read with it would miss those
+	 * events.  A snapshot taken now sees them, and not this batch's rows,
+	 * stored by later commands.
+	 */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	a->snapshot_pushed = true;
 	a->settings = prop_attr_load_settings();
 	engine_sync(&a->state, &a->settings);
+}
+
+void
+prop_attr_ingest_abandon(AttrIngest *a)
+{
+	if (a->snapshot_pushed)
+		PopActiveSnapshot();
+	a->snapshot_pushed = false;
 }
 
 void
@@ -394,6 +412,7 @@ prop_attr_ingest_apply(AttrIngest *a, const EventRow *rows, int n, int64 *out)
 	pfree(inputs);
 	pfree(type_names);
 	pfree(has_adv);
+	prop_attr_ingest_abandon(a);
 }
 
 /* ---- a backfill ---- */

@@ -25,14 +25,20 @@ typedef struct AttrIngest
 {
 	AttrState	state;
 	AttrSettingsTable settings;
+	bool		snapshot_pushed;	/* the stage's snapshot is active */
 } AttrIngest;
 
 /*
  * Before a batch's events are stored: lock the state row, read the
  * settings and bring the session's engine up to the committed state (a
- * rebuild must not see the new events as old ones).
+ * rebuild must not see the new events as old ones).  The stage reads the
+ * store with a snapshot taken once the lock is held, so that it sees the
+ * events of a batch another process committed while this one waited.
  */
 extern void prop_attr_ingest_begin(AttrIngest *a);
+
+/* A stage begun but not applied (the caller stores the batch another way). */
+extern void prop_attr_ingest_abandon(AttrIngest *a);
 
 /*
  * The n events the batch stored as new (rows with at least the columns

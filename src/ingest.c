@@ -156,6 +156,8 @@ prop_ingest_rows(EventRow *rows, int n, Oid rowtype, bool attribute, int64 *out)
 				 errdetail("%s", edata->detail ? edata->detail : edata->message)));
 		FreeErrorData(edata);
 		/* some were stored before: the general path skips them */
+		if (attribute)
+			prop_attr_ingest_abandon(&attr);
 		array = rows_to_array(rows, n, rowtype, caller);
 		SPI_finish();
 		prop_restore_search_path(nest);

@@ -372,20 +372,24 @@ load_subscriptions(void)
 		int			nest = prop_pin_search_path();
 
 		SPI_connect();
-		/* the Kafka workers (worker_index > 0) consume Kafka sources only */
+		/*
+		 * The Kafka workers (worker_index > 0) consume Kafka sources only.
+		 * A paused Kafka source keeps its consumer, positioned, to resume
+		 * at once.
+		 */
 		if (SPI_execute(worker_index == 0 ?
-						"SELECT false, consumer_group, topic FROM propensity.subscriptions"
+						"SELECT false, consumer_group, topic, true FROM propensity.subscriptions"
 						" WHERE enabled"
-						" UNION ALL SELECT true, source, topic FROM propensity.kafka_sources WHERE enabled"
+						" UNION ALL SELECT true, source, topic, enabled FROM propensity.kafka_sources"
 						" ORDER BY 1, 3, 2" :
-						"SELECT true, source, topic FROM propensity.kafka_sources WHERE enabled"
+						"SELECT true, source, topic, enabled FROM propensity.kafka_sources"
 						" ORDER BY 3, 2", true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "cannot read propensity.subscriptions");
 		subs = MemoryContextAllocZero(subs_cxt, sizeof(Subscription) * Max(SPI_processed, 1));
 		kafka_names = MemoryContextAllocZero(subs_cxt, sizeof(char *) * Max(SPI_processed, 1));
 		for (i = 0; i < SPI_processed; i++)
 		{
-			Subscription *s = &subs[nsubs++];
+			Subscription *s = &subs[nsubs];
 			bool		isnull;
 
 			s->kafka = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
@@ -393,6 +397,9 @@ load_subscriptions(void)
 			s->topic = MemoryContextStrdup(subs_cxt, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
 			if (s->kafka)
 				kafka_names[nkafka++] = s->group;
+			if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull)))
+				continue;		/* paused */
+			nsubs++;
 			/* keep the isolation and retry state across reloads */
 			for (j = 0; j < nold; j++)
 				if (old[j].kafka == s->kafka && strcmp(old[j].group, s->group) == 0 &&
@@ -739,6 +746,7 @@ propensity_worker_main(Datum main_arg)
 	MemoryContext loop_cxt;
 	TimestampTz last_maintenance = 0;
 	TimestampTz last_reload = 0;
+	bool		woken = false;
 
 	memcpy(&roleoid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	memcpy(&worker_index, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(int));
@@ -796,6 +804,7 @@ propensity_worker_main(Datum main_arg)
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "propensity worker loop", ALLOCSET_DEFAULT_SIZES);
 	while (!ShutdownRequestPending)
 	{
+		int			rc;
 		int64		consumed = 0;
 		TimestampTz now = GetCurrentTimestamp();
 		bool		installed = true;
@@ -810,11 +819,15 @@ propensity_worker_main(Datum main_arg)
 		if (worker_index > 0 && kafka_worker_redundant())
 			break;
 		MemoryContextSwitchTo(loop_cxt);
-		/* subscriptions change rarely: reread them once a second */
-		if (TimestampDifferenceExceeds(last_reload, now, 1000))
+		/*
+		 * Subscriptions change rarely: reread them once a second, and soon
+		 * after a wake (a source created, altered or resumed wakes it).
+		 */
+		if (TimestampDifferenceExceeds(last_reload, now, woken ? 100 : 1000))
 		{
 			installed = load_subscriptions();
 			last_reload = now;
+			woken = false;
 			if (worker_index == 0)
 			{
 				bool		any_kafka = false;
@@ -839,9 +852,10 @@ propensity_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 		if (consumed > 0)
 			continue;			/* more may be waiting */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 installed ? propensity_poll_interval : 1000L, PG_WAIT_EXTENSION);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   installed ? propensity_poll_interval : 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		woken = (rc & WL_LATCH_SET) != 0;
 		if (!installed)
 			last_reload = 0;
 	}

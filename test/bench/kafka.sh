@@ -11,13 +11,20 @@
 #       paused, and each is drained before the next is produced; (k) is the
 #       sum of the drain times (from resuming the source to the chunk's last
 #       message stored, reconnecting and positioning included);
-#   (q) the ingest worker draining the embedded queue, events only.
+#   (q) the ingest worker draining the embedded queue, events only;
+#   (l) produce-to-visible latency: confluent-kafka produces JSON events at
+#       a steady RATE per second for LAT_SECONDS (test/bench/kafka_latency.py,
+#       which logs each message's partition, offset and produce time) while
+#       a session samples the stored offsets every 5 ms; a message is
+#       visible at the first sample whose offset of its partition is past it.
 # Figures are printed as ratios against (c) and (q) measured in the same run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 MESSAGES=${MESSAGES:-10000000}
 USERS=${USERS:-1000000}
 CHUNK=${CHUNK:-100000}
+RATE=${RATE:-20000}
+LAT_SECONDS=${LAT_SECONDS:-20}
 DIR=${BENCH_DIR:-/tmp/propensity-bench-kafka}
 . "$here/docker/pg-temp.sh"
 build_and_install "$here"
@@ -25,7 +32,7 @@ make -C "$here" -s test/kafka/mock_cluster
 mkdir -p "$DIR"
 rm -f "$DIR/mock.in"; mkfifo "$DIR/mock.in"
 sleep infinity > "$DIR/mock.in" & hold=$!
-"$here/test/kafka/mock_cluster" 1 events:8 < "$DIR/mock.in" > "$DIR/mock.out" 2> "$DIR/mock.err" & mock=$!
+"$here/test/kafka/mock_cluster" 1 events:8 latency:8 < "$DIR/mock.in" > "$DIR/mock.out" 2> "$DIR/mock.err" & mock=$!
 trap 'pg_temp_stop "$DIR"; kill $mock $hold 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$DIR/mock.out" ] && break; sleep 0.1; done
 bootstrap=$(head -1 "$DIR/mock.out")
@@ -125,4 +132,44 @@ SELECT round(:queue_s::numeric, 2) AS worker_seconds, round($MESSAGES / :queue_s
 SELECT round((:copy_s / :kafka_s)::numeric, 2) AS kafka_vs_copy,
        round((:copy_s / :queue_s)::numeric, 2) AS queue_vs_copy,
        round((:queue_s / :kafka_s)::numeric, 2) AS kafka_vs_queue;
+SQL
+psql_pg -d bench <<SQL
+TRUNCATE propensity.events;
+\echo '== (l) produce-to-visible latency at $RATE messages/s for $LAT_SECONDS s (JSON, events only)'
+SELECT propensity.create_kafka_source('lat', '$bootstrap', 'latency', attribute => false);
+DO \$\$
+BEGIN
+    WHILE (SELECT count(*) FROM propensity.kafka_offsets WHERE source = 'lat') < 8 LOOP
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+\$\$;
+CREATE UNLOGGED TABLE lat_samples (t timestamptz, p int, next_offset bigint);
+CREATE UNLOGGED TABLE lat_msgs (p int, o bigint, sent_ms bigint);
+SQL
+psql_pg -d bench -c "DO \$\$
+DECLARE t_end timestamptz := clock_timestamp() + interval '$((LAT_SECONDS + 5)) seconds';
+BEGIN
+    WHILE clock_timestamp() < t_end LOOP
+        INSERT INTO lat_samples SELECT clock_timestamp(), partition, next_offset
+          FROM propensity.kafka_offsets WHERE source = 'lat';
+        PERFORM pg_sleep(0.005);
+    END LOOP;
+END
+\$\$" & poller=$!
+/usr/bin/python3 "$here/test/bench/kafka_latency.py" "$bootstrap" latency "$RATE" "$LAT_SECONDS" "$DIR/lat.tsv"
+wait $poller
+chmod a+r "$DIR/lat.tsv"
+psql_pg -d bench <<SQL
+COPY lat_msgs FROM '$DIR/lat.tsv';
+CREATE INDEX ON lat_samples (p, next_offset, t);
+ANALYZE lat_samples, lat_msgs;
+SELECT count(*) AS messages, count(v.t) AS seen_visible,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM v.t) * 1000 - m.sent_ms)::numeric, 1) AS p50_ms,
+       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM v.t) * 1000 - m.sent_ms)::numeric, 1) AS p99_ms,
+       round(max(extract(epoch FROM v.t) * 1000 - m.sent_ms)::numeric, 1) AS max_ms
+  FROM lat_msgs m
+  LEFT JOIN LATERAL (SELECT s.t FROM lat_samples s WHERE s.p = m.p AND s.next_offset > m.o
+                      ORDER BY s.next_offset, s.t LIMIT 1) v ON true;
+SELECT count(*) AS lat_events_stored FROM propensity.events WHERE event_id LIKE 'lat-%';
 SQL
