@@ -112,6 +112,9 @@ SELECT round(:kafka_s::numeric, 2) AS worker_seconds, round($MESSAGES / :kafka_s
        (SELECT count(*) FROM propensity.events) AS events_stored,
        (SELECT count(*) FROM propensity.dead_letters) AS dead_letters,
        (SELECT count(*) FROM drain_times) AS chunks;
+-- the worker's private memory (RssAnon: its resident size less the shared buffers it touched)
+SELECT (regexp_match(pg_read_file('/proc/' || propensity.worker_pid() || '/status'),
+                     'RssAnon:\s+(\d+) kB'))[1]::bigint / 1024 AS worker_private_mb_after_kafka;
 TRUNCATE propensity.events;
 CHECKPOINT;
 \echo '== (q) the worker drains the embedded queue: events only'
@@ -172,4 +175,6 @@ SELECT count(*) AS messages, count(v.t) AS seen_visible,
   LEFT JOIN LATERAL (SELECT s.t FROM lat_samples s WHERE s.p = m.p AND s.next_offset > m.o
                       ORDER BY s.next_offset, s.t LIMIT 1) v ON true;
 SELECT count(*) AS lat_events_stored FROM propensity.events WHERE event_id LIKE 'lat-%';
+SELECT (regexp_match(pg_read_file('/proc/' || propensity.worker_pid() || '/status'),
+                     'RssAnon:\s+(\d+) kB'))[1]::bigint / 1024 AS worker_private_mb_at_end;
 SQL

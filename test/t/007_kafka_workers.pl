@@ -10,6 +10,7 @@
 #  - partition leaders move to other brokers mid-stream;
 #  - the count goes to three, then back to one, on a reload, mid-stream;
 #  - SIGKILL of a Kafka worker, then of the first worker, mid-stream;
+#  - an attribution batch that waited for another session's sees its events;
 # and at the end every produced message is stored once, counted in exactly
 # one committed batch, and attribution equals a batch evaluation.
 use strict;
@@ -285,6 +286,38 @@ is($node->safe_psql('manual', "SELECT messages FROM propensity.consume_kafka('ha
 	'398', 'after its commit the other session reads the rest');
 is($node->safe_psql('manual', "SELECT count(*), count(DISTINCT event_id) FROM propensity.events"),
 	'400|400', 'each message stored once');
+
+# ---- attribution that waited for another session's batch sees its events ----
+# Session B's statement starts, then waits for the engine's state row that
+# session A holds with an impression; once A commits, B's conversion must
+# be credited to A's impression.  (With the statement's snapshot, older
+# than A's commit, B's engine was rebuilt without it: the conversion went
+# unattributed.  The streams above hit this only when partitions moved.)
+$node->safe_psql('manual', q{
+	CREATE FUNCTION ev(id text, usr text, typ text, t timestamptz, adv bigint, camp bigint,
+	                   auction text, pixel bigint)
+	RETURNS propensity.events LANGUAGE sql IMMUTABLE AS $$
+	    SELECT ROW(t, usr, typ, id, adv, camp, auction, pixel,
+	               NULL, NULL, NULL, NULL, NULL, NULL)::propensity.events $$});
+my $sa = $node->background_psql('manual');
+my $sb = $node->background_psql('manual');
+$sb->query_safe(q{SELECT inserted FROM propensity.ingest(ARRAY[ev('w-i', 'w', 'IM', '2026-09-01', 1, 101, 'a-w', 11)])});
+$sa->query_safe('BEGIN');
+$sa->query_safe(q{SELECT inserted FROM propensity.ingest(ARRAY[ev('s-i', 's', 'IM', '2026-09-01 10:00+00', 1, 101, 'a-s', 11)])});
+my $bpid = $sb->query_safe('SELECT pg_backend_pid()');
+$sb->query_until(qr/started/, q{\echo started
+SELECT deltas FROM propensity.ingest(ARRAY[ev('s-e', 's', 'CN', '2026-09-01 12:00+00', 1, NULL, NULL, 11)]);
+});
+wait_for('session B to wait for the state row',
+	"SELECT wait_event_type FROM pg_stat_activity WHERE pid = $bpid", 'Lock', 'manual');
+$sa->query_safe('COMMIT');
+$sa->quit;
+wait_for('session B to finish', "SELECT state FROM pg_stat_activity WHERE pid = $bpid", 'idle', 'manual');
+$sb->quit;
+is($node->safe_psql('manual', q{
+	SELECT kind || '/' || coalesce(impression_event_id, '-') FROM propensity.attribution_current
+	 WHERE conversion_event_id = 's-e'}),
+	'PV/s-i', 'a conversion stored after waiting for the impression\'s batch is credited to it');
 
 # a source whose name has the hash of another's is refused (the lock key)
 my $pair = $node->safe_psql('manual', q{
