@@ -7,6 +7,13 @@
 #   (w) the ingest worker draining the queue into the same, emptied table,
 #       events only (a subscription with attribute => false);
 #   (a) the same with attribution in the worker's transaction;
+#   (h) events only, with the seed model's history tracked;
+#   (ah) attribution and the seed model's history (the product's main
+#       streaming job); for (h) and (ah) the time of the history stage
+#       (history_refresh) and of its computation from the stored events
+#       (history_points: reading each user's events and scoring them) is
+#       taken from pg_stat_user_functions, so the figures show where the
+#       time goes;
 #   (l) latency at a steady produced rate (RATE messages/s for SECONDS):
 #       producer commit to the commit that makes the event visible, p50 and
 #       p99, from commit timestamps.
@@ -23,7 +30,8 @@ build_and_install "$here"
 trap 'pg_temp_stop "$DIR"' EXIT
 pg_temp_start "$DIR" 5495 "shared_buffers = 4GB" "max_wal_size = 16GB" "work_mem = 64MB" \
     "maintenance_work_mem = 1GB" "checkpoint_timeout = 30min" "track_commit_timestamp = on" \
-    "propensity.database = 'bench'" "propensity.batch_size = 10000" "propensity.poll_interval = 20"
+    "propensity.database = 'bench'" "propensity.batch_size = 10000" "propensity.poll_interval = 20" \
+    "track_functions = all"
 psql_pg -d postgres -c "CREATE DATABASE bench"
 bin="$DIR/events.bin"
 
@@ -92,6 +100,49 @@ SELECT round(:attr_s::numeric, 2) AS worker_seconds, round($MESSAGES / :attr_s) 
        (SELECT count(*) FROM propensity.events) AS events_stored,
        (SELECT count(*) FROM propensity.attribution_current) AS conversions_attributed;
 SELECT propensity.pause_subscription('events', 'attr');
+TRUNCATE propensity.events;
+CHECKPOINT;
+\echo '== (h) the worker drains the queue: events and the seed model''s history'
+SELECT propensity.track_history('seed');
+SELECT pg_stat_reset();
+SELECT clock_timestamp() AS t0 \gset
+SELECT propensity.subscribe('events', 'hist', attribute => false);
+SELECT wait_consumed('hist', $MESSAGES);
+SELECT extract(epoch FROM clock_timestamp() - :'t0') AS hist_s \gset
+SELECT pg_sleep(1);
+SELECT round(:hist_s::numeric, 2) AS worker_seconds, round($MESSAGES / :hist_s) AS worker_msgs_per_s,
+       round((:copy_s / :hist_s)::numeric, 2) AS worker_vs_copy,
+       round((:worker_s / :hist_s)::numeric, 2) AS h_vs_w,
+       (SELECT count(*) FROM propensity.score_history) AS history_points;
+SELECT funcname, calls, round((total_time / 1000)::numeric, 2) AS total_s,
+       round((self_time / 1000)::numeric, 2) AS self_s,
+       round((total_time / 1000 / :hist_s * 100)::numeric, 1) AS pct_of_worker
+  FROM pg_stat_user_functions WHERE schemaname = 'propensity'
+   AND funcname IN ('history_refresh', 'history_points') ORDER BY 1;
+SELECT propensity.pause_subscription('events', 'hist');
+TRUNCATE propensity.events, propensity.score_history, propensity.score_history_changelog;
+SELECT * FROM propensity.attribution_backfill();
+CHECKPOINT;
+\echo '== (ah) the worker drains the queue: events, attribution and the seed model''s history'
+SELECT pg_stat_reset();
+SELECT clock_timestamp() AS t0 \gset
+SELECT propensity.subscribe('events', 'both', attribute => true);
+SELECT wait_consumed('both', $MESSAGES);
+SELECT extract(epoch FROM clock_timestamp() - :'t0') AS both_s \gset
+SELECT pg_sleep(1);
+SELECT round(:both_s::numeric, 2) AS worker_seconds, round($MESSAGES / :both_s) AS worker_msgs_per_s,
+       round((:copy_s / :both_s)::numeric, 2) AS worker_vs_copy,
+       round((:worker_s / :both_s)::numeric, 2) AS ah_vs_w,
+       round((:worker_s / :attr_s)::numeric, 2) AS a_vs_w,
+       (SELECT count(*) FROM propensity.attribution_current) AS conversions_attributed,
+       (SELECT count(*) FROM propensity.score_history) AS history_points;
+SELECT funcname, calls, round((total_time / 1000)::numeric, 2) AS total_s,
+       round((self_time / 1000)::numeric, 2) AS self_s,
+       round((total_time / 1000 / :both_s * 100)::numeric, 1) AS pct_of_worker
+  FROM pg_stat_user_functions WHERE schemaname = 'propensity'
+   AND funcname IN ('history_refresh', 'history_points') ORDER BY 1;
+SELECT propensity.pause_subscription('events', 'both');
+SELECT propensity.untrack_history('seed');
 SQL
 
 echo "== (l) latency: $RATE messages/s for $SECONDS_STEADY s, producer commit to visible (worker commit)"
