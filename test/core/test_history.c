@@ -2,7 +2,9 @@
  * test_history.c - the history sweep (src/core/history.c) against the
  * definition: each point equals feat_accumulate() over the events up to its
  * time, on hand cases (window edges, equal times, from) and on random
- * streams with every kind of term.
+ * streams with every kind of term; and a sweep resumed batch by batch, its
+ * events compacted in between, against the sweep of all events at once,
+ * bit for bit.
  */
 #include <math.h>
 #include <stdint.h>
@@ -90,6 +92,81 @@ by_time(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/*
+ * Random streams cut into batches at random distinct times: a sweep that
+ * goes on batch by batch, keeping only the events hist_sweep_compact()
+ * leaves, emits the points of the one sweep over all events, bit for bit.
+ * Returns the number of streams where compaction dropped events.
+ */
+static int
+check_resumed(const FeatModel *m, const char *what, int64_t span_hours)
+{
+	static HistEvent ev[1500];
+	static HistEvent kept[1500];
+	static Collected whole;
+	static Collected resumed;
+	uint64_t	state = 777;
+	int			same = 1;
+	int			compacted_rounds = 0;
+
+	for (int round = 0; round < 60; round++)
+	{
+		size_t		n = 1 + (size_t) (round * 53 % 1500);
+		size_t		nkept = 0;
+		size_t		i = 0;
+		int			dropped = 0;
+		HistSweep	s;
+
+		for (size_t k = 0; k < n; k++)
+		{
+			state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+			ev[k].time_us = (int64_t) ((state >> 33) % (uint64_t) span_hours) * HOUR_US;
+			ev[k].type = (FeatEventType) ((state >> 20) % FEAT_NTYPES);
+		}
+		qsort(ev, n, sizeof(HistEvent), by_time);
+		memset(&whole, 0, sizeof(whole));
+		whole.nterms = m->nterms;
+		hist_points(m, ev, n, INT64_MIN, collect, &whole);
+
+		memset(&resumed, 0, sizeof(resumed));
+		resumed.nterms = m->nterms;
+		hist_sweep_init(&s);
+		while (i < n)
+		{
+			size_t		end;
+			size_t		drop;
+
+			/* a batch of 1 to 64 events, ending between two distinct times */
+			state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+			end = i + 1 + (size_t) ((state >> 40) % 64);
+			if (end > n)
+				end = n;
+			while (end < n && ev[end].time_us == ev[end - 1].time_us)
+				end++;
+			memcpy(kept + nkept, ev + i, sizeof(HistEvent) * (end - i));
+			nkept += end - i;
+			hist_sweep_run(m, &s, kept, nkept, INT64_MIN, collect, &resumed);
+			drop = hist_sweep_compact(m, &s);
+			if (drop > 0)
+			{
+				memmove(kept, kept + drop, sizeof(HistEvent) * (nkept - drop));
+				nkept -= drop;
+				dropped = 1;
+			}
+			i = end;
+		}
+		compacted_rounds += dropped;
+		if (resumed.n != whole.n || s.points != (uint64_t) whole.n)
+			same = 0;
+		for (int k = 0; same && k < whole.n && k < MAX_POINTS; k++)
+			if (resumed.t[k] != whole.t[k] ||
+				memcmp(resumed.f[k], whole.f[k], sizeof(double) * m->nterms) != 0)
+				same = 0;
+	}
+	CHECK(same, "%s: resumed batch by batch, the points are those of one sweep, bit for bit", what);
+	return compacted_rounds;
+}
+
 void
 test_history(void)
 {
@@ -167,5 +244,36 @@ test_history(void)
 		}
 		CHECK(points_ok, "random streams: one point per distinct time");
 		CHECK(worst < 1e-12, "random streams: every point equals the definition to 1e-12 (worst %g)", worst);
+	}
+
+	/* Resumed sweeps: every kind of term; short windows, where compaction drops events; decays only. */
+	{
+		const FeatTerm all[6] = {
+			{FEAT_WINDOW_COUNT, FEAT_IM, 30 * 24 * HOUR_US, FEAT_LOG1P, 1.0},
+			{FEAT_WINDOW_COUNT, FEAT_CL, 7 * 24 * HOUR_US, FEAT_LOG1P, 1.0},
+			{FEAT_WINDOW_COUNT, FEAT_PS, 2 * HOUR_US, FEAT_IDENTITY, 1.0},
+			{FEAT_WINDOW_COUNT, FEAT_CN, 365 * 24 * HOUR_US, FEAT_LOG1P, 1.0},
+			{FEAT_DECAYED_COUNT, FEAT_CL, 24 * HOUR_US, FEAT_IDENTITY, 1.0},
+			{FEAT_DECAYED_COUNT, FEAT_IM, 3 * HOUR_US, FEAT_IDENTITY, 1.0},
+		};
+		const FeatTerm short_windows[3] = {
+			{FEAT_WINDOW_COUNT, FEAT_PS, 2 * HOUR_US, FEAT_IDENTITY, 1.0},
+			{FEAT_WINDOW_COUNT, FEAT_CL, 24 * HOUR_US, FEAT_LOG1P, 1.0},
+			{FEAT_DECAYED_COUNT, FEAT_IM, 3 * HOUR_US, FEAT_IDENTITY, 1.0},
+		};
+		const FeatTerm decays_only[2] = {
+			{FEAT_DECAYED_COUNT, FEAT_CL, 24 * HOUR_US, FEAT_IDENTITY, 1.0},
+			{FEAT_DECAYED_COUNT, FEAT_IM, 3 * HOUR_US, FEAT_IDENTITY, 1.0},
+		};
+		FeatModel	big = model_of(6, all);
+		FeatModel	shortw = model_of(3, short_windows);
+		FeatModel	decays = model_of(2, decays_only);
+		int			dropped;
+
+		(void) check_resumed(&big, "six terms over 60 days", 1440);
+		dropped = check_resumed(&shortw, "windows of 2 h and 1 day over 60 days", 1440);
+		CHECK(dropped >= 50, "with short windows the kept events are compacted (in %d of 60 streams)", dropped);
+		dropped = check_resumed(&decays, "decayed counts only", 1440);
+		CHECK(dropped >= 55, "with decayed counts only the swept events are dropped (in %d of 60 streams)", dropped);
 	}
 }
