@@ -8,6 +8,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/../perl";
+use PropensityTest qw(restart_after_kill);
 use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('crash');
@@ -49,22 +52,6 @@ COMMIT;
 });
 }
 
-# wait until the old postmaster and its children are gone, then start
-sub restart_after_kill
-{
-	my ($pid) = @_;
-	my $tries = 0;
-	usleep(100_000) while kill(0, $pid) && ++$tries < 600;
-	$tries = 0;
-	# children may still hold the shared memory for a moment: retry.  A
-	# failed start leaves the stale pid of the killed postmaster behind.
-	until ($node->start(fail_ok => 1))
-	{
-		die "cluster did not restart" if ++$tries > 120;
-		$node->{_pid} = undef;
-		usleep(500_000);
-	}
-}
 
 sub lag
 {
@@ -82,7 +69,7 @@ for my $k (1 .. 5)
 	$kills_during_ingest++ if $before > 0;
 	my $pid = $node->{_pid};
 	$node->kill9;
-	restart_after_kill($pid);
+	restart_after_kill($node, $pid);
 }
 ok($kills_during_ingest >= 3, "killed the postmaster during ingest ($kills_during_ingest of 5 kills had lag)");
 

@@ -53,20 +53,6 @@ sub json_event
 	return qq{convert_to('{"event_id":"$id","user_id":"hu","event_type":"PS","event_time":1764151200000$extra}', 'UTF8')};
 }
 
-# wait until the old postmaster and its children are gone, then start
-sub restart_after_kill
-{
-	my ($pid) = @_;
-	my $tries = 0;
-	usleep(100_000) while kill(0, $pid) && ++$tries < 600;
-	$tries = 0;
-	until ($node->start(fail_ok => 1))
-	{
-		die "cluster did not restart" if ++$tries > 120;
-		$node->{_pid} = undef;
-		usleep(500_000);
-	}
-}
 
 # ---------------------------------------------------------------------------
 # 1. A note left in the guard file by a worker that died decoding a message:

@@ -20,6 +20,9 @@ use Test::More;
 use IPC::Run;
 use File::Temp qw(tempdir);
 use FindBin;
+use lib "$FindBin::Bin/../perl";
+use PropensityTest qw(restart_after_kill start_mock_cluster kcat_lines generated_lines
+  $ATTRIBUTION_DIFFERENCES);
 use Time::HiRes qw(usleep time);
 
 my $helper = "$FindBin::Bin/../kafka/mock_cluster";
@@ -29,39 +32,14 @@ plan skip_all => "no $helper (make tap builds it)" unless -x $helper;
 plan skip_all => 'kcat is not installed' unless system('kcat -V >/dev/null 2>&1') == 0;
 
 # the cluster: one broker, topics ev (4 partitions), pos (2), av (1) and lost (1)
-my ($mc_in, $mc_out, $mc_err) = ('', '', '');
-my $mc = IPC::Run::start([$helper, '1', 'ev:4', 'pos:2', 'av:1', 'lost:1'], \$mc_in, \$mc_out, \$mc_err,
-	IPC::Run::timeout(900));
-$mc->pump until $mc_out =~ /\n/;
-my ($bootstrap) = $mc_out =~ /^(\S+)\n/;
-$mc_out = '';
+my ($bootstrap, $mock) = start_mock_cluster($helper, '1', 'ev:4', 'pos:2', 'av:1', 'lost:1');
+sub mock { return $mock->(@_); }
 ok($bootstrap =~ /^127\.0\.0\.1:\d+$/, "the mock cluster listens at $bootstrap");
-
-sub mock
-{
-	my ($cmd) = @_;
-	$mc_in .= "$cmd\n";
-	$mc->pump until $mc_out =~ /\n/;
-	my $answer = $mc_out;
-	$mc_out = '';
-	chomp $answer;
-	return $answer;
-}
 
 my $dir = tempdir(CLEANUP => 1);
 
-# kcat -P: key:value lines from a file (to one partition, or by key)
-sub kcat_lines
-{
-	my ($topic, $lines, $partition) = @_;
-	my $p = defined $partition ? "-p $partition" : '';
-	my $file = "$dir/lines.$$";
-	open(my $fh, '>', $file) or die $!;
-	print $fh join("\n", @$lines), "\n";
-	close $fh;
-	system("kcat -b $bootstrap -t $topic $p -P -K: -z none < $file") == 0
-	  or die "kcat failed";
-}
+# kcat -P: key:value lines (to one partition, or by key)
+sub kcat { kcat_lines($bootstrap, $dir, @_); }
 
 sub json_message
 {
@@ -83,22 +61,6 @@ restart_after_crash = on
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION propensity');
 
-# wait until the old postmaster is gone, then start (retrying while its
-# children still hold the shared memory)
-sub restart_after_kill
-{
-	my ($pid) = @_;
-	my $tries = 0;
-	usleep(100_000) while kill(0, $pid) && ++$tries < 600;
-	$tries = 0;
-	until ($node->start(fail_ok => 1))
-	{
-		die "cluster did not restart" if ++$tries > 120;
-		$node->{_pid} = undef;
-		usleep(500_000);
-	}
-}
-
 sub wait_for
 {
 	my ($what, $sql, $want, $db) = @_;
@@ -113,10 +75,10 @@ sub wait_for
 
 # ---- (a) JSON by kcat: every message stored once, by identity ----
 my @lines = map { json_message("j$_", "u" . ($_ % 97), 'IM', 1790000000000 + $_ * 1000) } 1 .. 3000;
-kcat_lines('ev', [ @lines[0 .. 1499] ]);
+kcat('ev', [ @lines[0 .. 1499] ]);
 $node->safe_psql('postgres',
 	"SELECT propensity.create_kafka_source('ev', '$bootstrap', 'ev', attribute => false, kafka_group => 'pg-lag')");
-kcat_lines('ev', [ @lines[1500 .. 2999] ]);
+kcat('ev', [ @lines[1500 .. 2999] ]);
 wait_for('the worker to store 3000 events', 'SELECT count(*) FROM propensity.events', '3000');
 my $ids = join(',', map { "('j$_')" } 1 .. 3000);
 is($node->safe_psql('postgres', qq{
@@ -153,7 +115,7 @@ is($node->safe_psql('postgres', q{
 	   AND usename = 'propensity_worker'}), '1', 'the worker runs as propensity_worker');
 
 # ---- bad messages: dead letters with their place, the batch goes on ----
-kcat_lines('ev', [ 'bad1:not json at all', json_message('j3001', 'u1', 'XX', 1790000000000),
+kcat('ev', [ 'bad1:not json at all', json_message('j3001', 'u1', 'XX', 1790000000000),
 		'big:{"event_id":"big","pad":"' . ('x' x 5000) . '"}', json_message('j3002', 'u2', 'CL', 1790000000000) ]);
 wait_for('the good messages after the bad ones', 'SELECT count(*) FROM propensity.events', '3001');
 is($node->safe_psql('postgres', q{
@@ -206,26 +168,20 @@ is($node->safe_psql('postgres', q{
 	'the Avro rows are the encoded events (fields reordered, removed, added, enum symbols by name)');
 
 # ---- (b) SIGKILL of the postmaster during ingest, five times ----
-my $gen = $node->safe_psql('postgres', q{
-	SELECT string_agg(user_id || ':' || json_build_object('event_id', event_id, 'user_id', user_id,
-	         'event_type', event_type, 'event_time', (extract(epoch FROM event_time) * 1000)::bigint,
-	         'advertiser_id', advertiser_id, 'campaign_id', campaign_id, 'auction_id', auction_id,
-	         'pixel_id', pixel_id)::text, E'\n' ORDER BY arrival_time)
-	  FROM propensity.generate_events(11, 30000, 3000, '2026-10-01', '4 days', out_of_order => 0.1)});
-my @gen = split /\n/, $gen;
+my @gen = generated_lines($node, 11, 30000, 3000);
 is(scalar(@gen), 30000, 'a generated stream of 30000 events');
 $node->safe_psql('postgres', "SELECT propensity.create_kafka_source('gen', '$bootstrap', 'pos')");
 my $stored_before = $node->safe_psql('postgres', 'SELECT count(*) FROM propensity.events');
 my $chunk = 6000;
 for my $k (0 .. 4)
 {
-	kcat_lines('pos', [ @gen[$k * $chunk .. ($k + 1) * $chunk - 1] ]);
+	kcat('pos', [ @gen[$k * $chunk .. ($k + 1) * $chunk - 1] ]);
 	# kill once the worker is inside this chunk
 	wait_for("the worker to start on chunk $k",
 		"SELECT coalesce(sum(next_offset), 0) > $k * $chunk FROM propensity.kafka_offsets WHERE source = 'gen'", 't');
 	my $pid = $node->{_pid};
 	$node->kill9;
-	restart_after_kill($pid);
+	restart_after_kill($node, $pid);
 }
 wait_for('the worker to drain the stream',
 	"SELECT sum(next_offset) FROM propensity.kafka_offsets WHERE source = 'gen'", '30000');
@@ -235,19 +191,7 @@ is($node->safe_psql('postgres', q{
 	't', 'after five kills no event is stored twice');
 is($node->safe_psql('postgres', "SELECT sum(messages) FROM propensity.kafka_offsets WHERE source = 'gen'"),
 	'30000', 'and each message was counted in exactly one committed batch');
-is($node->safe_psql('postgres', q{
-	SELECT count(*) FROM (
-	  (SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribution_current
-	   EXCEPT ALL
-	   SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribute_batch())
-	  UNION ALL
-	  (SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribute_batch()
-	   EXCEPT ALL
-	   SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribution_current)) d}),
+is($node->safe_psql('postgres', $ATTRIBUTION_DIFFERENCES),
 	'0', 'attribution equals the batch evaluation of the stored events');
 cmp_ok($node->safe_psql('postgres', "SELECT count(*) FROM propensity.attribution_current"), '>', 500,
 	'with many conversions');
@@ -257,7 +201,7 @@ is(mock('down -1'), 'ok', 'the broker goes down');
 wait_for('status to show the broker down',
 	"SELECT bool_or(last_error IS NOT NULL) FROM propensity.kafka_sources WHERE source = 'ev'", 't');
 is(mock('up -1'), 'ok', 'and comes back');
-kcat_lines('ev', [ map { json_message("d$_", "u$_", 'PS', 1790000100000 + $_) } 1 .. 200 ]);
+kcat('ev', [ map { json_message("d$_", "u$_", 'PS', 1790000100000 + $_) } 1 .. 200 ]);
 wait_for('the messages produced after the broker came back',
 	"SELECT count(*) FROM propensity.events WHERE event_id LIKE 'd%'", '200');
 wait_for('the error to clear', "SELECT last_error IS NULL FROM propensity.kafka_sources WHERE source = 'ev'", 't');
@@ -269,7 +213,7 @@ sub manual { return $node->safe_psql('manual', $_[0]); }
 manual("SELECT propensity.create_kafka_source('late', '$bootstrap', 'pos', start_from => 'latest')");
 is(manual("SELECT messages FROM propensity.consume_kafka('late', wait => '0.5 s')"), '0',
 	'latest: what was produced before is skipped');
-kcat_lines('pos', [ map { json_message("l$_", "u$_", 'IM', 1790000200000 + $_) } 1 .. 10 ]);
+kcat('pos', [ map { json_message("l$_", "u$_", 'IM', 1790000200000 + $_) } 1 .. 10 ]);
 is(manual("SELECT messages, events FROM propensity.consume_kafka('late', wait => '3 s')"), '10|10',
 	'and what comes after is read');
 # a time after every message: each partition starts at its end.  (Before
@@ -279,7 +223,7 @@ is(manual("SELECT messages, events FROM propensity.consume_kafka('late', wait =>
 manual("SELECT propensity.create_kafka_source('bytime', '$bootstrap', 'pos', start_from => (now() + interval '1 hour')::text)");
 is(manual("SELECT messages FROM propensity.consume_kafka('bytime', wait => '1 s')"), '0',
 	'a time after every message: nothing before it is read');
-kcat_lines('pos', [ map { json_message("t$_", "u$_", 'IM', 1790000300000 + $_) } 1 .. 7 ], 0);
+kcat('pos', [ map { json_message("t$_", "u$_", 'IM', 1790000300000 + $_) } 1 .. 7 ], 0);
 is(manual("SELECT messages, events FROM propensity.consume_kafka('bytime', wait => '3 s')"), '7|7',
 	'and the messages after it are');
 my $p0 = manual("SELECT next_offset FROM propensity.kafka_offsets WHERE source = 'bytime' AND partition = 0");
@@ -295,7 +239,7 @@ is(manual("SELECT sum(next_offset) = sum(high_watermark) FROM propensity.kafka_o
 
 # ---- messages Kafka no longer holds: an error in status, not a silent jump ----
 # (the mock cluster keeps about 5 MB per partition, and drops the oldest)
-kcat_lines('lost', [ map { json_message("x$_", "u$_", 'IM', 1790000400000 + $_) } 1 .. 120000 ]);
+kcat('lost', [ map { json_message("x$_", "u$_", 'IM', 1790000400000 + $_) } 1 .. 120000 ]);
 manual("SELECT propensity.create_kafka_source('lost', '$bootstrap', 'lost')");
 manual("SELECT propensity.set_kafka_offsets('lost', ARRAY[0], ARRAY[0])");
 is(manual("SELECT messages FROM propensity.consume_kafka('lost', wait => '2 s')"), '0',
@@ -328,7 +272,6 @@ is($node->safe_psql('manual', "SELECT count(*) FROM propensity.kafka_status WHER
 my @leaks = grep { /hunter2/ && !/(statement|STATEMENT):/ } split /\n/, slurp_file($node->logfile);
 is(scalar(@leaks), 0, 'the password is in no other line of the server log');
 
-$mc_in .= "quit\n";
-$mc->finish;
+mock('quit');
 $node->stop;
 done_testing();

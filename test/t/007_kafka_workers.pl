@@ -21,42 +21,22 @@ use Test::More;
 use IPC::Run;
 use File::Temp qw(tempdir);
 use FindBin;
+use lib "$FindBin::Bin/../perl";
+use PropensityTest qw(start_mock_cluster kcat_lines generated_lines
+  $ATTRIBUTION_DIFFERENCES);
 use Time::HiRes qw(usleep);
 
 my $helper = "$FindBin::Bin/../kafka/mock_cluster";
 plan skip_all => "no $helper (make tap builds it)" unless -x $helper;
 plan skip_all => 'kcat is not installed' unless system('kcat -V >/dev/null 2>&1') == 0;
 
-my ($mc_in, $mc_out, $mc_err) = ('', '', '');
-my $mc = IPC::Run::start([$helper, '3', 'mw:8', 'hand:4'], \$mc_in, \$mc_out, \$mc_err,
-	IPC::Run::timeout(900));
-$mc->pump until $mc_out =~ /\n/;
-my ($bootstrap) = $mc_out =~ /^(\S+)\n/;
-$mc_out = '';
-
-sub mock
-{
-	my ($cmd) = @_;
-	$mc_in .= "$cmd\n";
-	$mc->pump until $mc_out =~ /\n/;
-	my $answer = $mc_out;
-	$mc_out = '';
-	chomp $answer;
-	return $answer;
-}
+my ($bootstrap, $mock) = start_mock_cluster($helper, '3', 'mw:8', 'hand:4');
+sub mock { return $mock->(@_); }
 
 my $dir = tempdir(CLEANUP => 1);
 
-sub kcat_lines
-{
-	my ($topic, $lines) = @_;
-	my $file = "$dir/lines.$$";
-	open(my $fh, '>', $file) or die $!;
-	print $fh join("\n", @$lines), "\n";
-	close $fh;
-	system("kcat -b $bootstrap -t $topic -P -K: -z none < $file") == 0
-	  or die "kcat failed";
-}
+# kcat -P: key:value lines (to one partition, or by key)
+sub kcat { kcat_lines($bootstrap, $dir, @_); }
 
 my $node = PostgreSQL::Test::Cluster->new('kafka_workers');
 $node->init;
@@ -156,19 +136,13 @@ sub wait_for_shares
 	}
 }
 
-my $gen = $node->safe_psql('postgres', q{
-	SELECT string_agg(user_id || ':' || json_build_object('event_id', event_id, 'user_id', user_id,
-	         'event_type', event_type, 'event_time', (extract(epoch FROM event_time) * 1000)::bigint,
-	         'advertiser_id', advertiser_id, 'campaign_id', campaign_id, 'auction_id', auction_id,
-	         'pixel_id', pixel_id)::text, E'\n' ORDER BY arrival_time)
-	  FROM propensity.generate_events(23, 48000, 4000, '2026-10-01', '4 days', out_of_order => 0.1)});
-my @gen = split /\n/, $gen;
+my @gen = generated_lines($node, 23, 48000, 4000);
 is(scalar(@gen), 48000, 'a generated stream of 48000 events, keyed by user');
 my $chunk = 6000;
 my $produced = 0;
 sub produce_chunk
 {
-	kcat_lines('mw', [ @gen[$produced .. $produced + $chunk - 1] ]);
+	kcat('mw', [ @gen[$produced .. $produced + $chunk - 1] ]);
 	$produced += $chunk;
 }
 
@@ -247,19 +221,7 @@ is($node->safe_psql('postgres', qq{
 	     + (SELECT count(*) FROM (SELECT * FROM (VALUES $ids) v(id)
 	                              EXCEPT SELECT event_id FROM propensity.events) y)}),
 	'0', 'the stored events are the produced ones');
-is($node->safe_psql('postgres', q{
-	SELECT count(*) FROM (
-	  (SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribution_current
-	   EXCEPT ALL
-	   SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribute_batch())
-	  UNION ALL
-	  (SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribute_batch()
-	   EXCEPT ALL
-	   SELECT user_id, advertiser_id, conversion_event_id, kind, campaign_id, impression_event_id
-	     FROM propensity.attribution_current)) d}),
+is($node->safe_psql('postgres', $ATTRIBUTION_DIFFERENCES),
 	'0', 'attribution by two workers equals the batch evaluation');
 cmp_ok($node->safe_psql('postgres', 'SELECT count(*) FROM propensity.attribution_current'), '>', 500,
 	'with many conversions');
@@ -267,7 +229,7 @@ cmp_ok($node->safe_psql('postgres', 'SELECT count(*) FROM propensity.attribution
 # ---- by hand, in a database without a worker: two sessions split a source ----
 $node->safe_psql('postgres', 'CREATE DATABASE manual');
 $node->safe_psql('manual', 'CREATE EXTENSION propensity');
-kcat_lines('hand', [ map { "k$_:" . qq({"event_id":"h$_","user_id":"k$_","event_type":"IM","event_time":1790000000000}) } 1 .. 400 ]);
+kcat('hand', [ map { "k$_:" . qq({"event_id":"h$_","user_id":"k$_","event_type":"IM","event_time":1790000000000}) } 1 .. 400 ]);
 $node->safe_psql('manual', "SELECT propensity.create_kafka_source('hand', '$bootstrap', 'hand')");
 # the first call stores the start offsets (a second session positioning
 # meanwhile would wait for that insert's transaction)
@@ -331,7 +293,6 @@ $node->safe_psql('manual', "SELECT propensity.create_kafka_source('$a', '$bootst
 ($ret, $out, $err) = $node->psql('manual', "SELECT propensity.create_kafka_source('$b', '$bootstrap', 'hand')");
 like($err, qr/collides with an existing source/, 'the second is refused with a clear error');
 
-$mc_in .= "quit\n";
-$mc->finish;
+mock('quit');
 $node->stop;
 done_testing();
